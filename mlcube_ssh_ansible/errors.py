@@ -1,0 +1,45 @@
+"""The one small exception tree of mlcube-ssh-ansible.
+
+Every layer raises these; the front doors (the MLCube plug-in, our CLI) translate them once.
+Each message is one line that names the key or host and says what to do.
+"""
+
+from __future__ import annotations
+
+
+class SshAnsibleError(Exception):
+    """Base class: something the user can act on, described in one line."""
+
+    exit_code: int = 1
+
+
+class SettingsError(SshAnsibleError):
+    """The platform settings (or the cube, or the command line) are wrong; nothing was touched."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"setting '{key}': {problem}")
+
+
+class EnvironmentProblem(SshAnsibleError):
+    """The controller lacks something (ansible.posix, rsync, ssh); nothing was touched."""
+
+    exit_code = 3
+
+
+class HostFailure(SshAnsibleError):
+    """One or more hosts failed a step; ``failures`` maps host -> (step, reason)."""
+
+    def __init__(self, message: str, failures: dict[str, tuple[str, str]], exit_code: int = 1) -> None:
+        self.failures = failures
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+class Interrupted(SshAnsibleError):
+    """The user interrupted the command (Ctrl-C)."""
+
+    exit_code = 130

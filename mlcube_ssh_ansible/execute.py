@@ -1,0 +1,92 @@
+"""Execution: one ansible-runner call per command, in a private data dir that holds no secrets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from . import assets
+
+EventHandler = Callable[[dict[str, Any]], bool]
+
+
+@dataclass
+class Outcome:
+    """What ansible-runner reports: status, return code, per-host stats, and kept artifacts."""
+
+    status: str
+    rc: int
+    stats: dict[str, Any] = field(default_factory=dict)
+    artifacts: str | None = None
+
+
+@dataclass
+class Invocation:
+    """Everything one ansible-playbook run needs, as data (no shell text anywhere)."""
+
+    playbook: Path
+    inventory: dict[str, Any]
+    extravars: dict[str, Any]
+    extra_inventories: Sequence[str] = ()
+    forks: int = 20
+    tags: Sequence[str] = ()
+    check: bool = False
+    verbosity: int = 0
+    host_key_checking: bool = True
+    keep_artifacts: bool = False
+
+
+def environment(host_key_checking: bool) -> dict[str, str]:
+    """Ansible settings the shim fixes (ansible-runner would turn host key checking off otherwise)."""
+    return {
+        "PATH": assets.ansible_bin_dir() + os.pathsep + os.environ.get("PATH", os.defpath),
+        "ANSIBLE_HOST_KEY_CHECKING": str(host_key_checking),
+        "ANSIBLE_ROLES_PATH": str(assets.roles_dir()),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_GATHERING": "explicit",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        "ANSIBLE_PIPELINING": "True",
+    }
+
+
+def run_playbook(invocation: Invocation, event_handler: EventHandler,
+                 cancel: threading.Event | None = None) -> Outcome:
+    """Run one playbook through ansible-runner; keep the private data dir only on failure or when asked."""
+    import ansible_runner  # slow import (~0.3 s): only when something runs
+
+    Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
+    private = tempfile.mkdtemp(prefix="mlcube-ssh-ansible-")  # created 0700
+    inventory_file = Path(private, "inventory.yml")
+    inventory_file.write_text(yaml.safe_dump(invocation.inventory, sort_keys=False))
+    inventory_file.chmod(0o600)
+    cmdline = ["--check", "--diff"] if invocation.check else []
+    result = ansible_runner.run(
+        private_data_dir=private,
+        playbook=str(invocation.playbook),
+        inventory=[str(inventory_file), *invocation.extra_inventories],
+        extravars=invocation.extravars,
+        envvars=environment(invocation.host_key_checking),
+        forks=invocation.forks,
+        tags=",".join(invocation.tags) or None,
+        cmdline=" ".join(cmdline) or None,
+        verbosity=invocation.verbosity or None,
+        quiet=invocation.verbosity == 0,
+        event_handler=event_handler,
+        cancel_callback=(lambda: cancel.is_set()) if cancel else None,
+        settings={"suppress_ansible_output": invocation.verbosity == 0},
+    )
+    rc = result.rc if isinstance(result.rc, int) else 1
+    keep = invocation.keep_artifacts or rc != 0
+    if not keep:
+        shutil.rmtree(private, ignore_errors=True)
+    return Outcome(status=result.status, rc=rc, stats=result.stats or {}, artifacts=private if keep else None)

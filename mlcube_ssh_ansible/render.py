@@ -1,0 +1,148 @@
+"""Render: Settings + a cube job -> (inventory, extravars), the two dicts Ansible runs on. Pure.
+
+The split follows Ansible's variable precedence so that ops teams keep control of their hosts:
+
+* connection details and every per-host-overridable ``mlcube_ssh_*`` variable go into the
+  inventory's ``all`` group vars, the lowest inventory precedence, so a user's own inventory
+  (host vars, ``group_vars/``) overrides them per host or group;
+* what is the same for every host of one command (local paths, tasks, task arguments, the host
+  pattern) goes into extra-vars.
+
+Example (one host)::
+
+    all:
+      hosts:
+        gpu1.example.org: {ansible_host: gpu1.example.org, ansible_port: 2222}
+      vars:
+        ansible_user: alice
+        ansible_ssh_args: -o ControlMaster=auto ... -o StrictHostKeyChecking=yes
+        mlcube_ssh_platform: docker
+        mlcube_ssh_remote_root: ~/mlcube
+        ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from .settings import Settings
+
+# Where the ssh master sockets live: stable across commands so a second command reuses the first
+# one's connection (ControlPersist), and short enough for the 108-byte socket path limit.
+CONTROL_PATH = "~/.ansible/cp/mlcube-%C"
+CONTROL_PERSIST = "60s"
+
+# Never worth uploading: version control, caches, virtualenvs and editors' droppings.
+DEFAULT_EXCLUDES = (
+    ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".mypy_cache/", ".pytest_cache/",
+    ".ruff_cache/", ".tox/", ".venv/", ".ipynb_checkpoints/", ".DS_Store",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One command's local side: which cube, which workspace, which tasks with which arguments."""
+
+    cube_root: str
+    workspace: str
+    tasks: tuple[str, ...] = ()
+    task_args: tuple[str, ...] = ()
+    run_options: tuple[str, ...] = ()
+
+
+def remote_name(cube_root: str) -> str:
+    """A remote directory name that is safe in any shell: the sanitised folder name + a path hash.
+
+    MLCube's remote runners build shell strings from the cube's path, so a local name like
+    ``a b;$(rm -rf ~)`` must never reach the remote host as it is. The hash keeps two cubes with
+    the same folder name (from different local paths) apart on a shared host.
+    """
+    absolute = os.path.abspath(cube_root)
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(absolute.rstrip(os.sep)))
+    base = base.strip("._-")[:40] or "cube"
+    digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{base}-{digest}"
+
+
+def ssh_args(settings: Settings) -> list[str]:
+    """The ssh options every connection gets: Ansible's own and synchronize's rsync alike."""
+    options = [
+        f"ControlMaster=auto",
+        f"ControlPersist={CONTROL_PERSIST}",
+        f"ControlPath={CONTROL_PATH}",
+        f"ConnectTimeout={settings.connect_timeout}",
+        "ServerAliveInterval=15",
+        "ServerAliveCountMax=4",
+        "BatchMode=yes",
+    ]
+    if settings.host_key_checking == "off":
+        options += ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"]
+    else:
+        options.append("StrictHostKeyChecking=" + ("yes" if settings.host_key_checking == "strict" else "accept-new"))
+        if settings.known_hosts:
+            options.append(f"UserKnownHostsFile={settings.known_hosts}")
+    if settings.identity_file:
+        options.append("IdentitiesOnly=yes")
+    args: list[str] = []
+    for option in options:
+        args += ["-o", option]
+    return args
+
+
+def render_inventory(settings: Settings) -> dict[str, Any]:
+    """The inventory: our one host (with `host`), or only fill-in defaults (with `inventory`)."""
+    group_vars: dict[str, Any] = {
+        "ansible_ssh_args": shlex.join(ssh_args(settings)),
+        "ansible_ssh_pipelining": True,
+        "ansible_host_key_checking": settings.host_key_checking != "off",
+        "ansible_ssh_timeout": settings.connect_timeout,
+        "ansible_python_interpreter": "auto_silent",
+        "mlcube_ssh_platform": settings.platform,
+        "mlcube_ssh_remote_root": settings.remote_root,
+        "mlcube_ssh_interpreter_type": settings.interpreter.type,
+        "mlcube_ssh_python": settings.interpreter.python,
+        "mlcube_ssh_requirements": list(settings.interpreter.requirements),
+        "mlcube_ssh_venv_location": settings.interpreter.location,
+        "mlcube_ssh_venv_name": settings.interpreter.name,
+        "mlcube_ssh_compress": settings.compress,
+        "mlcube_ssh_verify_host": settings.host_key_checking != "off",
+        "mlcube_ssh_excludes": list(DEFAULT_EXCLUDES + settings.excludes),
+    }
+    if settings.user:
+        group_vars["ansible_user"] = settings.user
+    if settings.identity_file:
+        group_vars["ansible_ssh_private_key_file"] = settings.identity_file
+    if settings.port is not None and settings.inventory:
+        group_vars["ansible_port"] = settings.port
+    inventory: dict[str, Any] = {"all": {"vars": group_vars}}
+    if settings.host:
+        inventory["all"]["hosts"] = {
+            settings.host: {"ansible_host": settings.host.strip("[]"), "ansible_port": settings.port or 22}
+        }
+    return inventory
+
+
+def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
+    """What is the same for every host of this command."""
+    cube_root = os.path.abspath(job.cube_root)
+    workspace = os.path.abspath(job.workspace)
+    return {
+        "mlcube_ssh_hosts": settings.hosts if settings.inventory else settings.host,
+        "mlcube_ssh_local_root": cube_root,
+        "mlcube_ssh_local_workspace": workspace,
+        "mlcube_ssh_workspace_in_cube": workspace == os.path.join(cube_root, "workspace"),
+        "mlcube_ssh_remote_name": remote_name(cube_root),
+        "mlcube_ssh_tasks": list(job.tasks),
+        "mlcube_ssh_task_args": list(job.task_args),
+        "mlcube_ssh_run_options": list(job.run_options),
+    }
+
+
+def render(settings: Settings, job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both dicts at once: the single entry point the workflow and `render` command use."""
+    return render_inventory(settings), render_extravars(settings, job)

@@ -1,0 +1,144 @@
+"""Reporting: ansible-runner events -> one line per host per step, the remote task's output, errors.
+
+Plain Ansible output is long and shows nothing of what matters to an MLCube user (which host is
+at which step, what the task printed, why it failed). The :class:`Reporter` turns the event stream
+into a short report and keeps what the workflow needs to decide the exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Role -> the step name users see. Tasks outside a role belong to the run's result.
+STEPS = {
+    "mlcube_ssh_preflight": "check",
+    "mlcube_ssh_python_env": "python env",
+    "mlcube_ssh_upload": "upload",
+    "mlcube_ssh_remote_configure": "remote configure",
+    "mlcube_ssh_remote_run": "remote run",
+    "mlcube_ssh_fetch": "fetch",
+}
+RUN_TASK = "Run mlcube run"
+QUIET_STEPS = {"check"}  # only reported when they fail
+
+
+def _stdout(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class HostReport:
+    """What one host did: the step in progress, failures, and the remote task's result."""
+
+    step: str | None = None
+    step_started: float = 0.0
+    step_changed: bool = False
+    step_files: int = 0
+    failed_step: str | None = None
+    reason: str | None = None
+    run_rc: int | None = None
+    steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
+
+
+def _reason(res: dict[str, Any]) -> str:
+    """One line that says why a task failed, from whatever the module returned."""
+    for key in ("stderr", "msg", "stdout"):
+        text = res.get(key)
+        if isinstance(text, str) and text.strip():
+            lines = [line for line in text.strip().splitlines() if line.strip()]
+            return lines[-1].strip()[:500]
+    return "failed"
+
+
+def _moved_files(res: dict[str, Any]) -> int:
+    """Files rsync transferred, from synchronize's itemized output (`>f...` / `<f...`)."""
+    lines = res.get("stdout_lines") or []
+    return sum(1 for line in lines if isinstance(line, str) and line[:2] in (">f", "<f"))
+
+
+class Reporter:
+    """Event handler for ansible-runner; also the source of the command's summary."""
+
+    def __init__(self, write: Callable[[str], None] = _stdout, show_steps: bool = True) -> None:
+        self.write = write
+        self.show_steps = show_steps
+        self.hosts: dict[str, HostReport] = {}
+        self.many_hosts = False
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            self.many_hosts = False
+        elif kind == "playbook_on_stats":
+            for host in self.hosts:
+                self._close_step(host)
+        host = data.get("host")
+        if host and kind.startswith("runner_on_") and kind != "runner_on_start":
+            self._on_result(kind, host, data)
+        return True
+
+    def _on_result(self, kind: str, host: str, data: dict[str, Any]) -> None:
+        report = self.hosts.setdefault(host, HostReport())
+        self.many_hosts = self.many_hosts or len(self.hosts) > 1
+        step = STEPS.get(str(data.get("role") or "").split(".")[-1], "remote run")
+        if step != report.step:
+            self._close_step(host)
+            report.step, report.step_started = step, time.monotonic()
+            report.step_changed, report.step_files = False, 0
+        res = data.get("res") or {}
+        if kind == "runner_on_skipped":
+            return
+        report.step_changed = report.step_changed or bool(res.get("changed"))
+        report.step_files += _moved_files(res)
+        if data.get("task") == RUN_TASK and "rc" in res:
+            report.run_rc = int(res["rc"])
+            self._show_output(host, res)
+        if kind == "runner_on_unreachable":
+            self._fail(host, step, "unreachable: " + _reason(res))
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            self._fail(host, step, _reason(res))
+
+    def _show_output(self, host: str, res: dict[str, Any]) -> None:
+        prefix = f"[{host}] " if self.many_hosts else ""
+        lines = list(res.get("stdout_lines") or [])
+        if res.get("rc"):
+            lines += list(res.get("stderr_lines") or [])
+        for line in lines:
+            self.write(prefix + line)
+
+    def _fail(self, host: str, step: str, reason: str) -> None:
+        report = self.hosts[host]
+        if report.failed_step is None:
+            report.failed_step, report.reason = step, reason
+        self._close_step(host)
+
+    def _close_step(self, host: str) -> None:
+        report = self.hosts[host]
+        if report.step is None:
+            return
+        seconds = time.monotonic() - report.step_started
+        failed = report.failed_step == report.step
+        report.steps_done.append((report.step, report.step_changed, seconds))
+        if self.show_steps and (failed or report.step not in QUIET_STEPS):
+            state = "FAILED" if failed else ("changed" if report.step_changed else "ok")
+            moved = f", {report.step_files} files" if report.step_files else ""
+            self.write(f"{host}: {report.step} {state} ({seconds:.1f}s{moved})")
+        report.step = None
+
+    def failures(self) -> dict[str, tuple[str, str]]:
+        """host -> (step, reason) for every host that failed."""
+        return {
+            host: (report.failed_step, report.reason or "failed")
+            for host, report in self.hosts.items()
+            if report.failed_step is not None
+        }
+
+    def run_exit_code(self) -> int | None:
+        """The remote task's exit code when exactly that decided the outcome (for `mlcube run`'s own)."""
+        codes = {report.run_rc for report in self.hosts.values() if report.run_rc}
+        return codes.pop() if len(codes) == 1 else None

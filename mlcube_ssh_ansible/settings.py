@@ -1,0 +1,316 @@
+"""Settings: validate the `ssh-ansible` platform section into a typed :class:`Settings`.
+
+Everything here is checked before any host is touched, and each problem is reported as one
+:class:`SettingsError` line naming the key and what is allowed. The keys of MLCube's original
+SSH runner (`host`, `platform`, `remote_root`, `interpreter`, `authentication`) keep their meaning;
+the old misspelling `authentication.identify_file` is accepted as an alias of `identity_file`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import SettingsError
+
+RUNNER_NAME = "ssh-ansible"
+
+# Remote paths end up inside shell strings that MLCube's own remote runners build (docker run -v ...),
+# so only characters that need no quoting in a POSIX shell are allowed in them.
+_SAFE_REMOTE_PATH = re.compile(r"^(~|~/[A-Za-z0-9._/+-]*|/[A-Za-z0-9._/+-]*)$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9._:%-]*[A-Za-z0-9_.])?$|^\[[0-9A-Fa-f:.%]+\]$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*\$?$")
+# synchronize copies locally (no SSH, as the local user) for these names: see docs/troubleshooting.md.
+CONTROLLER_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "localhost.localdomain"})
+
+HOST_KEY_CHECKING = ("strict", "accept-new", "off")
+INTERPRETER_TYPES = ("system", "virtualenv")
+
+TOP_KEYS = (
+    "runner", "host", "port", "platform", "remote_root", "interpreter", "authentication",
+    "inventory", "hosts", "forks", "host_key_checking", "known_hosts", "connect_timeout",
+    "compress", "excludes", "keep_artifacts",
+)
+INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
+AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file")
+
+DEFAULT_REMOTE_ROOT = "~/mlcube"
+DEFAULT_VENV_LOCATION = "~/.mlcube-ssh-ansible"
+DEFAULT_VENV_NAME = "venv"
+DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_FORKS = 20
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The remote Python that runs MLCube: the system one, or a virtualenv we create."""
+
+    type: str = "virtualenv"
+    python: str = "python3"
+    requirements: tuple[str, ...] = ()
+    location: str = DEFAULT_VENV_LOCATION
+    name: str = DEFAULT_VENV_NAME
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated platform section. Paths on the controller are absolute; remote paths may start with ~."""
+
+    platform: str
+    host: str | None = None
+    port: int | None = None
+    remote_root: str = DEFAULT_REMOTE_ROOT
+    interpreter: Interpreter = field(default_factory=Interpreter)
+    user: str | None = None
+    identity_file: str | None = None
+    inventory: str | None = None
+    hosts: str = "all"
+    forks: int = DEFAULT_FORKS
+    host_key_checking: str = "strict"
+    known_hosts: str | None = None
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    compress: bool = False
+    excludes: tuple[str, ...] = ()
+    keep_artifacts: bool = False
+
+
+def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for key in section:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else "allowed: " + ", ".join(allowed)
+            raise SettingsError(f"{prefix}{key}", f"unknown key; {hint}")
+
+
+def _string(value: Any, key: str, *, required: bool = False) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise SettingsError(key, "is required and must be a non-empty string")
+        return None
+    if not isinstance(value, str):
+        raise SettingsError(key, f"must be a string, got {type(value).__name__} {value!r}")
+    if "\n" in value or "\x00" in value:
+        raise SettingsError(key, "must be a single line")
+    return value
+
+
+def _integer(value: Any, key: str, low: int, high: int) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        raise SettingsError(key, f"must be a whole number from {low} to {high}, got {value!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise SettingsError(key, f"must be a whole number from {low} to {high}, got {number}")
+    return number
+
+
+def _boolean(value: Any, key: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "false", "no"):
+        return value.lower() in ("true", "yes")
+    raise SettingsError(key, f"must be true or false, got {value!r}")
+
+
+def _choice(value: Any, key: str, choices: tuple[str, ...], default: str) -> str:
+    text = _string(value, key) or default
+    if text not in choices:
+        raise SettingsError(key, f"must be one of {', '.join(choices)}; got {text!r}")
+    return text
+
+
+def _word_list(value: Any, key: str) -> tuple[str, ...]:
+    """A whitespace-separated string (the original runner's form) or a list of strings."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and item.strip() for item in value):
+        return tuple(item.strip() for item in value)
+    raise SettingsError(key, f"must be a whitespace-separated string or a list of strings, got {value!r}")
+
+
+def remote_path(value: Any, key: str, default: str) -> str:
+    """A remote directory: absolute or under the remote user's home (~), shell-safe, without `..`."""
+    text = _string(value, key) or default
+    if not _SAFE_REMOTE_PATH.match(text):
+        raise SettingsError(
+            key,
+            f"{text!r} must be absolute or start with ~/ and use only letters, digits and . _ - + / "
+            "(remote MLCube runners build shell commands from this path)",
+        )
+    if ".." in text.split("/"):
+        raise SettingsError(key, f"{text!r} must not contain '..'")
+    return text.rstrip("/") or "/"
+
+
+def local_file(value: Any, key: str) -> str | None:
+    """A controller-side file that must exist now: fail before connecting, not halfway through."""
+    text = _string(value, key)
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise SettingsError(key, f"file {str(path)!r} does not exist on this machine")
+    return str(path.resolve())
+
+
+def _host(value: Any) -> str | None:
+    host = _string(value, "host")
+    if host is None:
+        return None
+    if "@" in host:
+        raise SettingsError("host", f"{host!r} contains '@'; put the user name in authentication.user")
+    if not _HOSTNAME.match(host):
+        raise SettingsError("host", f"{host!r} is not a host name or IP address")
+    if host.lower() in CONTROLLER_NAMES:
+        raise SettingsError(
+            "host",
+            f"{host!r} is this controller: Ansible's synchronize would copy locally without SSH; "
+            "use another loopback address (e.g. 127.0.0.2) or the machine's host name",
+        )
+    return host
+
+
+def _interpreter(value: Any) -> Interpreter:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise SettingsError("interpreter", f"must be a mapping with keys {', '.join(INTERPRETER_KEYS)}")
+    _unknown_keys(value, INTERPRETER_KEYS, "interpreter.")
+    kind = _choice(value.get("type"), "interpreter.type", INTERPRETER_TYPES, "virtualenv")
+    python = _string(value.get("python"), "interpreter.python") or "python3"
+    if python.startswith("-") or any(ch.isspace() for ch in python):
+        raise SettingsError("interpreter.python", f"{python!r} must be an executable name or path")
+    requirements = _word_list(value.get("requirements"), "interpreter.requirements")
+    for requirement in requirements:
+        if requirement.startswith("-"):
+            raise SettingsError(
+                "interpreter.requirements",
+                f"{requirement!r} is a pip option; list packages only (configure pip options in pip.conf)",
+            )
+    if kind == "virtualenv" and not requirements:
+        raise SettingsError(
+            "interpreter.requirements",
+            "a new virtualenv needs MLCube and the remote platform's runner, e.g. 'mlcube mlcube-docker'",
+        )
+    location = remote_path(value.get("location"), "interpreter.location", DEFAULT_VENV_LOCATION)
+    name = _string(value.get("name"), "interpreter.name") or DEFAULT_VENV_NAME
+    if not _SAFE_NAME.match(name):
+        raise SettingsError("interpreter.name", f"{name!r} must use only letters, digits and . _ -")
+    return Interpreter(kind, python, requirements, location, name)
+
+
+def _authentication(value: Any) -> tuple[str | None, str | None]:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise SettingsError("authentication", "must be a mapping with keys user, identity_file")
+    _unknown_keys(value, AUTHENTICATION_KEYS, "authentication.")
+    user = _string(value.get("user"), "authentication.user")
+    if user is not None and not _USER.match(user):
+        raise SettingsError("authentication.user", f"{user!r} is not a valid user name")
+    identity, alias = value.get("identity_file"), value.get("identify_file")
+    if identity and alias and identity != alias:
+        raise SettingsError(
+            "authentication.identify_file",
+            "is the old spelling of identity_file and disagrees with it; keep only identity_file",
+        )
+    key = "authentication.identity_file" if identity else "authentication.identify_file"
+    return user, local_file(identity or alias, key)
+
+
+def parse_settings(section: Mapping[str, Any]) -> Settings:
+    """Validate a platform section (plain dict) into :class:`Settings`, or raise one SettingsError."""
+    if not isinstance(section, Mapping):
+        raise SettingsError(RUNNER_NAME, "the platform section must be a mapping")
+    _unknown_keys(section, TOP_KEYS, "")
+    runner = _string(section.get("runner"), "runner")
+    if runner is not None and runner != RUNNER_NAME:
+        raise SettingsError("runner", f"must be {RUNNER_NAME!r}, got {runner!r}")
+    host = _host(section.get("host"))
+    inventory = _string(section.get("inventory"), "inventory")
+    if host and inventory:
+        raise SettingsError("inventory", "use either 'host' or 'inventory', not both")
+    if not host and not inventory:
+        raise SettingsError("host", "set 'host' (one machine) or 'inventory' (an Ansible inventory)")
+    if inventory is not None:
+        inventory_path = Path(inventory).expanduser()
+        if not inventory_path.exists():
+            raise SettingsError("inventory", f"{str(inventory_path)!r} does not exist on this machine")
+        inventory = str(inventory_path.resolve())
+    platform = _string(section.get("platform"), "platform", required=True)
+    assert platform is not None
+    if not _SAFE_NAME.match(platform):
+        raise SettingsError("platform", f"{platform!r} must be a remote MLCube platform name such as 'docker'")
+    hosts = _string(section.get("hosts"), "hosts") or "all"
+    if any(ch.isspace() for ch in hosts) or hosts.startswith("-"):
+        raise SettingsError("hosts", f"{hosts!r} must be an Ansible host pattern without spaces")
+    if host and hosts != "all":
+        raise SettingsError("hosts", "a host pattern needs 'inventory'; with 'host' there is one host")
+    user, identity_file = _authentication(section.get("authentication"))
+    checking = _choice(section.get("host_key_checking"), "host_key_checking", HOST_KEY_CHECKING, "strict")
+    known_hosts = _string(section.get("known_hosts"), "known_hosts")
+    if known_hosts is not None:
+        known_hosts_path = Path(known_hosts).expanduser().resolve()
+        if checking == "strict" and not known_hosts_path.is_file():
+            raise SettingsError(
+                "known_hosts",
+                f"{str(known_hosts_path)!r} does not exist; create it with ssh-keyscan or use "
+                "host_key_checking: accept-new",
+            )
+        known_hosts = str(known_hosts_path)
+    return Settings(
+        platform=platform,
+        host=host,
+        port=_integer(section.get("port"), "port", 1, 65535),
+        remote_root=remote_path(section.get("remote_root"), "remote_root", DEFAULT_REMOTE_ROOT),
+        interpreter=_interpreter(section.get("interpreter")),
+        user=user,
+        identity_file=identity_file,
+        inventory=inventory,
+        hosts=hosts,
+        forks=_integer(section.get("forks"), "forks", 1, 500) or DEFAULT_FORKS,
+        host_key_checking=checking,
+        known_hosts=known_hosts,
+        connect_timeout=_integer(section.get("connect_timeout"), "connect_timeout", 1, 300)
+        or DEFAULT_CONNECT_TIMEOUT,
+        compress=_boolean(section.get("compress"), "compress", False),
+        excludes=_word_list(section.get("excludes"), "excludes"),
+        keep_artifacts=_boolean(section.get("keep_artifacts"), "keep_artifacts", False),
+    )
+
+
+def default_platform_section() -> dict[str, Any]:
+    """What MLCube writes into the system settings file when it first finds this runner.
+
+    Only the original SSH runner's keys: MLCube warns about every default key that a user's
+    platform section lacks, and the newer keys all have defaults of their own.
+    """
+    return {
+        "runner": RUNNER_NAME,
+        "host": "",
+        "platform": "docker",
+        "remote_root": DEFAULT_REMOTE_ROOT,
+        "interpreter": {
+            "type": "virtualenv",
+            "python": "python3",
+            "requirements": "mlcube mlcube-docker",
+            "location": DEFAULT_VENV_LOCATION,
+            "name": DEFAULT_VENV_NAME,
+        },
+        "authentication": {},
+    }
+
+
+def expand_local(path: str) -> str:
+    """Absolute controller path, with ~ expanded (MLCube gives us absolute paths already)."""
+    return os.path.abspath(os.path.expanduser(path))

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Prepare this machine for the mlcube-ssh-ansible tests. Idempotent; run as root.
+#
+# The integration tests use real parts: an sshd on loopback addresses, a Docker engine, and a static busybox
+# for the example cube's FROM-scratch image. CI starts on a clean machine, so everything is installed and
+# started here; a second run only checks, and returns in well under a second.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+log() { printf 'setup-machine: %s\n' "$*" >&2; }
+
+if [[ "$(id -u)" -ne 0 ]]; then
+    log "must run as root (it installs packages, starts dockerd, and the tests create users)"
+    exit 1
+fi
+
+# True when /bin/busybox is statically linked: the image is FROM scratch, so it has no libc to link against.
+busybox_is_static() {
+    local out
+    [[ -x /bin/busybox ]] || return 1
+    out="$(LC_ALL=C ldd /bin/busybox 2>&1 || true)"
+    [[ "$out" == *"not a dynamic executable"* ]]
+}
+
+# --- Debian packages: installed only when one of the needed commands is missing ---------------------------
+packages=(openssh-server rsync docker.io busybox-static sshpass git)
+missing=()
+[[ -x /usr/sbin/sshd ]] || missing+=(sshd)
+command -v ssh-keyscan >/dev/null 2>&1 || missing+=(ssh-keyscan)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(ssh-keygen)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+command -v dockerd >/dev/null 2>&1 || missing+=(dockerd)
+command -v docker >/dev/null 2>&1 || missing+=(docker)
+busybox_is_static || missing+=(static-busybox)
+command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
+command -v git >/dev/null 2>&1 || missing+=(git)
+if ((${#missing[@]})); then
+    log "missing: ${missing[*]}; installing: ${packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y "${packages[@]}"
+    busybox_is_static || { log "/bin/busybox is still not statically linked"; exit 1; }
+fi
+
+# --- Docker engine: nothing starts it on this kind of machine -----------------------------------------------
+dockerd_log=/tmp/mlcube-ssh-ansible-dockerd.log
+if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd (log: $dockerd_log)"
+    setsid dockerd >"$dockerd_log" 2>&1 </dev/null &
+    for _ in $(seq 1 120); do
+        docker info >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    if ! docker info >/dev/null 2>&1; then
+        log "dockerd did not answer within 60 s; last lines of $dockerd_log:"
+        tail -n 40 "$dockerd_log" >&2 || true
+        exit 1
+    fi
+fi
+
+# --- Dev virtualenv ------------------------------------------------------------------------------------------
+if [[ ! -x .venv/bin/python ]]; then
+    log "creating .venv"
+    python3 -m venv .venv
+fi
+# (Re)install the project whenever pyproject.toml changed since the last install, so new dependencies arrive
+# without recreating the venv. The stamp holds the hash of the pyproject.toml that was installed.
+if [[ -f pyproject.toml ]]; then
+    stamp=.venv/.mlcube-ssh-ansible-installed
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+        log "installing the project into .venv: pip install -e '.[ansible,dev]'"
+        .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[ansible,dev]'
+        printf '%s\n' "$want" >"$stamp"
+    fi
+else
+    log "no pyproject.toml yet: .venv is left without the project installed"
+fi
+
+log "ready"

@@ -1,0 +1,67 @@
+"""Fixtures for the tests: real ssh hosts on loopback addresses, backed by tests/hosts.py.
+
+The sshd and the users are session-scoped: starting them is cheap, but the remote virtualenv and Docker image
+that the tests build in a user's home are not, so later tests reuse what earlier ones left there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from tests.hosts import SshHost, Sshd, ensure_dockerd, make_user, mlcube_settings
+
+SSHD_ADDRESSES: list[str] = [f"127.0.0.{i}" for i in range(2, 10)]
+"""Every address the test sshd listens on; each plays a separate machine."""
+
+SettingsFactory = Callable[..., Path]
+"""settings_file(host, **platform_overrides) -> path of the MLCube system settings file written."""
+
+
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory holding the test users' client keys (root-owned, mode 0600)."""
+    return tmp_path_factory.mktemp("ssh-keys")
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """One real sshd on 127.0.0.2-127.0.0.9 for the whole session; Docker is made to run first."""
+    ensure_dockerd()
+    with Sshd.start(SSHD_ADDRESSES, tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ssh_host(sshd: Sshd, ssh_keys: Path) -> SshHost:
+    """The single remote host most tests use: 127.0.0.2, user mlcube-t1."""
+    return sshd.host("127.0.0.2", make_user("mlcube-t1", ssh_keys))
+
+
+@pytest.fixture(scope="session")
+def fleet(sshd: Sshd, ssh_keys: Path) -> list[SshHost]:
+    """Four hosts, 127.0.0.2-127.0.0.5, with users mlcube-f1..mlcube-f4 so that their homes are apart."""
+    return [sshd.host(f"127.0.0.{i + 1}", make_user(f"mlcube-f{i}", ssh_keys)) for i in range(1, 5)]
+
+
+@pytest.fixture
+def settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SettingsFactory:
+    """Factory writing an MLCube system settings file for a host, and pointing MLCUBE_SYSTEM_SETTINGS at it.
+
+    `make(host, **platform_overrides)` deep-merges the overrides into the `ssh-ansible` platform
+    (tests.hosts.DROP as a value removes a key). Each call writes a new file and re-points the variable.
+    """
+    count = 0
+
+    def make(host: SshHost, **platform_overrides: Any) -> Path:
+        nonlocal count
+        count += 1
+        path = tmp_path / f"mlcube-system-settings-{count}.yaml"
+        path.write_text(yaml.safe_dump(mlcube_settings(host, **platform_overrides), sort_keys=False))
+        monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(path))
+        return path
+
+    return make

@@ -1,0 +1,119 @@
+"""Settings validation: every bad value is one SettingsError naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlcube_ssh_ansible.errors import SettingsError
+from mlcube_ssh_ansible.settings import Interpreter, Settings, parse_settings
+
+
+@pytest.fixture()
+def key_file(tmp_path: Path) -> str:
+    path = tmp_path / "id_test"
+    path.write_text("not really a key\n")
+    return str(path)
+
+
+def section(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "runner": "ssh-ansible",
+        "host": "gpu1.example.org",
+        "platform": "docker",
+        "remote_root": "~/mlcube",
+        "interpreter": {"type": "virtualenv", "python": "python3", "requirements": "mlcube mlcube-docker",
+                        "location": "~/.venvs", "name": "mlcube"},
+        "authentication": {"user": "alice"},
+    }
+    base.update(overrides)
+    return base
+
+
+def test_original_ssh_runner_section_is_accepted(key_file: str) -> None:
+    settings = parse_settings(section(authentication={"user": "alice", "identify_file": key_file}))
+    assert settings == Settings(
+        platform="docker",
+        host="gpu1.example.org",
+        remote_root="~/mlcube",
+        interpreter=Interpreter("virtualenv", "python3", ("mlcube", "mlcube-docker"), "~/.venvs", "mlcube"),
+        user="alice",
+        identity_file=key_file,
+    )
+
+
+def test_identity_file_and_old_spelling_must_agree(key_file: str, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_text("x")
+    assert parse_settings(section(authentication={"identity_file": key_file})).identity_file == key_file
+    with pytest.raises(SettingsError, match="authentication.identify_file"):
+        parse_settings(section(authentication={"identity_file": key_file, "identify_file": str(other)}))
+
+
+def test_requirements_accept_a_list_and_a_string() -> None:
+    as_list = parse_settings(section(interpreter={"type": "system", "requirements": ["mlcube", "mlcube-docker"]}))
+    as_text = parse_settings(section(interpreter={"type": "system", "requirements": " mlcube\n mlcube-docker "}))
+    assert as_list.interpreter.requirements == as_text.interpreter.requirements == ("mlcube", "mlcube-docker")
+
+
+def test_port_given_as_text_from_the_command_line() -> None:
+    assert parse_settings(section(port="2222")).port == 2222
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "words"),
+    [
+        ({"hots": "x"}, "hots", "did you mean 'host"),
+        ({"remote_rot": "x"}, "remote_rot", "did you mean 'remote_root'"),
+        ({"host": None}, "host", "set 'host'"),
+        ({"host": "localhost"}, "host", "127.0.0.2"),
+        ({"host": "127.0.0.1"}, "host", "synchronize"),
+        ({"host": "alice@gpu1"}, "host", "authentication.user"),
+        ({"host": "gpu1; rm -rf /"}, "host", "not a host name"),
+        ({"port": "22x"}, "port", "whole number"),
+        ({"port": 70000}, "port", "1 to 65535"),
+        ({"port": True}, "port", "whole number"),
+        ({"platform": ""}, "platform", "required"),
+        ({"platform": "docker; id"}, "platform", "platform name"),
+        ({"remote_root": "mlcube"}, "remote_root", "absolute or start with ~/"),
+        ({"remote_root": "~/a/../b"}, "remote_root", "'..'"),
+        ({"remote_root": "/srv/my cubes"}, "remote_root", "letters, digits"),
+        ({"remote_root": 5}, "remote_root", "must be a string"),
+        ({"interpreter": {"type": "conda"}}, "interpreter.type", "system, virtualenv"),
+        ({"interpreter": {"type": "virtualenv", "requirements": ""}}, "interpreter.requirements", "mlcube"),
+        ({"interpreter": {"type": "system", "requirements": "--index-url=http://x mlcube"}},
+         "interpreter.requirements", "pip option"),
+        ({"interpreter": {"type": "system", "pyton": "python3"}}, "interpreter.pyton", "interpreter.python"),
+        ({"interpreter": {"type": "virtualenv", "requirements": "mlcube", "name": "../x"}}, "interpreter.name",
+         "letters"),
+        ({"interpreter": "python3"}, "interpreter", "mapping"),
+        ({"authentication": {"identity_file": "/nonexistent/key"}}, "authentication.identity_file",
+         "does not exist"),
+        ({"authentication": {"user": "bad user"}}, "authentication.user", "valid user"),
+        ({"host_key_checking": "no"}, "host_key_checking", "strict, accept-new, off"),
+        ({"known_hosts": "/nonexistent/known_hosts"}, "known_hosts", "ssh-keyscan"),
+        ({"inventory": "/nonexistent/inventory.ini", "host": None}, "inventory", "does not exist"),
+        ({"hosts": "gpu"}, "hosts", "needs 'inventory'"),
+        ({"connect_timeout": 0}, "connect_timeout", "1 to 300"),
+        ({"compress": "maybe"}, "compress", "true or false"),
+        ({"runner": "ssh"}, "runner", "'ssh-ansible'"),
+    ],
+)
+def test_bad_values_name_their_key(overrides: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(section(**overrides))
+    message = str(caught.value)
+    assert caught.value.key == key
+    assert words in message
+    assert "\n" not in message
+
+
+def test_host_and_inventory_together_is_an_error(tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[gpu]\ngpu1\n")
+    with pytest.raises(SettingsError, match="either 'host' or 'inventory'"):
+        parse_settings(section(inventory=str(inventory)))
+    settings = parse_settings(section(host=None, inventory=str(inventory), hosts="gpu:!gpu2"))
+    assert settings.inventory == str(inventory) and settings.hosts == "gpu:!gpu2"
