@@ -86,7 +86,9 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         settings={"suppress_ansible_output": invocation.verbosity == 0},
     )
     rc = result.rc if isinstance(result.rc, int) else 1
-    keep = invocation.keep_artifacts or rc != 0
-    if not keep:
+    outcome = Outcome(status=result.status, rc=rc, stats=result.stats or {})  # stats are read from disk
+    if invocation.keep_artifacts or rc != 0:
+        outcome.artifacts = private
+    else:
         shutil.rmtree(private, ignore_errors=True)
-    return Outcome(status=result.status, rc=rc, stats=result.stats or {}, artifacts=private if keep else None)
+    return outcome

@@ -23,6 +23,7 @@ STEPS = {
 }
 RUN_TASK = "Run mlcube run"
 QUIET_STEPS = {"check"}  # only reported when they fail
+STDERR_TAIL = 15
 
 
 def _stdout(text: str) -> None:
@@ -85,12 +86,17 @@ class Reporter:
     def _on_result(self, kind: str, host: str, data: dict[str, Any]) -> None:
         report = self.hosts.setdefault(host, HostReport())
         self.many_hosts = self.many_hosts or len(self.hosts) > 1
-        step = STEPS.get(str(data.get("role") or "").split(".")[-1], "remote run")
+        role = str(data.get("role") or "").split(".")[-1]
+        res = data.get("res") or {}
+        if not role:  # the play's closing check that fails a host whose task failed
+            if kind == "runner_on_failed":
+                self._fail(host, "remote run", _reason(res))
+            return
+        step = STEPS.get(role, role)
         if step != report.step:
             self._close_step(host)
             report.step, report.step_started = step, time.monotonic()
             report.step_changed, report.step_files = False, 0
-        res = data.get("res") or {}
         if kind == "runner_on_skipped":
             return
         report.step_changed = report.step_changed or bool(res.get("changed"))
@@ -106,8 +112,8 @@ class Reporter:
     def _show_output(self, host: str, res: dict[str, Any]) -> None:
         prefix = f"[{host}] " if self.many_hosts else ""
         lines = list(res.get("stdout_lines") or [])
-        if res.get("rc"):
-            lines += list(res.get("stderr_lines") or [])
+        if res.get("rc"):  # the end of stderr says why; MLCube's tracebacks before it say little
+            lines += list(res.get("stderr_lines") or [])[-STDERR_TAIL:]
         for line in lines:
             self.write(prefix + line)
 

@@ -46,16 +46,34 @@ fi
 
 # --- Docker engine: nothing starts it on this kind of machine -----------------------------------------------
 dockerd_log=/tmp/mlcube-ssh-ansible-dockerd.log
+
+# Wait up to 60 s for `docker info` to answer; give up early once process $1 (if given) has exited.
+wait_for_docker() {
+    local pid="${1:-}"
+    for _ in $(seq 1 240); do
+        docker info >/dev/null 2>&1 && return 0
+        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
+        sleep 0.25
+    done
+    docker info >/dev/null 2>&1
+}
+
+if ! docker info >/dev/null 2>&1; then
+    # A dockerd that is still starting (or stopping) holds the pid file; a second one would refuse to start.
+    old_pid="$(cat /var/run/docker.pid 2>/dev/null || true)"
+    if [[ -n "$old_pid" ]] && kill -0 "$old_pid" 2>/dev/null; then
+        log "waiting for the running dockerd (pid $old_pid)"
+        wait_for_docker "$old_pid" || true
+    fi
+fi
 if ! docker info >/dev/null 2>&1; then
     log "starting dockerd (log: $dockerd_log)"
-    setsid dockerd >"$dockerd_log" 2>&1 </dev/null &
-    for _ in $(seq 1 120); do
-        docker info >/dev/null 2>&1 && break
-        sleep 0.5
-    done
-    if ! docker info >/dev/null 2>&1; then
-        log "dockerd did not answer within 60 s; last lines of $dockerd_log:"
-        tail -n 40 "$dockerd_log" >&2 || true
+    setsid dockerd >>"$dockerd_log" 2>&1 </dev/null &
+    if ! wait_for_docker "$!"; then
+        log "dockerd did not come up within 60 s, or exited; last lines of $dockerd_log:"
+        tail -n 40 "$dockerd_log" | tr -d '\000' >&2 || true
         exit 1
     fi
 fi

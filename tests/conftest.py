@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
-from tests.hosts import SshHost, Sshd, ensure_dockerd, make_user, mlcube_settings
+from tests.hosts import Sshd, SshHost, ensure_dockerd, make_user, mlcube_settings
 
 SSHD_ADDRESSES: list[str] = [f"127.0.0.{i}" for i in range(2, 10)]
 """Every address the test sshd listens on; each plays a separate machine."""

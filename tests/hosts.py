@@ -1,4 +1,4 @@
-"""Real test hosts for the integration tests: a root-run sshd on loopback addresses, Linux users, keys, Docker.
+"""Real test hosts for the integration tests: a root-run sshd on loopback addresses, users, keys, Docker.
 
 Nothing here is mocked. One `sshd` listens on several loopback addresses (127.0.0.2, 127.0.0.3, ...), so that
 each address looks like a separate machine to Ansible, and each test host gets its own Linux user (and so its
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 __all__ = [
     "BUSYBOX",
@@ -49,6 +49,7 @@ __all__ = [
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR: Path = REPO_ROOT / "examples"
 DOCKERD_LOG: Path = Path("/tmp/mlcube-ssh-ansible-dockerd.log")
+DOCKERD_PID_FILE: Path = Path("/var/run/docker.pid")
 SSHD_BINARY: Path = Path("/usr/sbin/sshd")
 BUSYBOX: Path = Path("/bin/busybox")
 
@@ -56,7 +57,7 @@ BUSYBOX: Path = Path("/bin/busybox")
 
 
 def _require(command: str) -> str:
-    """Return the full path of `command`, or raise: a missing tool is a broken machine, not a reason to skip."""
+    """Full path of `command`, or raise: a missing tool is a broken machine, not a reason to skip."""
     found = shutil.which(command)
     if found is None:
         raise RuntimeError(f"{command!r} is not installed; run `bash scripts/setup-machine.sh` as root")
@@ -77,13 +78,14 @@ def _run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]
 def _tail(path: Path, lines: int = 40) -> str:
     """Last lines of a log file, for error messages."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").replace("\0", "")
+        return "\n".join(text.splitlines()[-lines:])
     except OSError as exc:
         return f"(cannot read {path}: {exc})"
 
 
 def _check_loopback(address: str) -> None:
-    """Every address the tests use must be loopback: the machine has no other network, and must not get one."""
+    """Every address the tests use must be loopback: the machine has no other network, nor may it get one."""
     if not ipaddress.ip_address(address).is_loopback:
         raise ValueError(f"test hosts must use loopback addresses, got {address!r}")
 
@@ -95,26 +97,52 @@ def _docker_ok(docker: str) -> bool:
     return subprocess.run([docker, "info"], capture_output=True, check=False).returncode == 0
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_docker(docker: str, timeout: float, alive: Callable[[], bool]) -> bool:
+    """Poll `docker info` until it answers (True), `alive()` turns False, or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _docker_ok(docker):
+            return True
+        if not alive():
+            return _docker_ok(docker)
+        time.sleep(0.25)
+    return _docker_ok(docker)
+
+
 def ensure_dockerd(timeout: float = 60.0) -> None:
     """Make sure a Docker engine answers, starting `dockerd` if needed (nothing starts it on this machine).
 
-    Raises RuntimeError with the tail of the daemon's log if it does not answer within `timeout` seconds.
+    Same logic as scripts/setup-machine.sh. Raises RuntimeError with the tail of the daemon's log if it does
+    not answer within `timeout` seconds, or exits.
     """
     docker = _require("docker")
     if _docker_ok(docker):
         return
+    # A dockerd that is still starting (or stopping) holds the pid file; a second one would refuse to start.
+    try:
+        old_pid = int(DOCKERD_PID_FILE.read_text().strip())
+    except (OSError, ValueError):
+        old_pid = 0
+    if old_pid > 0 and _pid_alive(old_pid) and _wait_for_docker(docker, timeout, lambda: _pid_alive(old_pid)):
+        return
     dockerd = _require("dockerd")
     with DOCKERD_LOG.open("ab") as log:
-        subprocess.Popen(  # noqa: S603 - a daemon that outlives the tests on purpose, like a system service
+        process = subprocess.Popen(  # a daemon that outlives the tests on purpose, like a system service
             [dockerd], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _docker_ok(docker):
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"dockerd did not answer within {timeout:.0f} s; last lines of {DOCKERD_LOG}:\n"
-                       f"{_tail(DOCKERD_LOG)}")
+    if not _wait_for_docker(docker, timeout, lambda: process.poll() is None):
+        raise RuntimeError(f"dockerd did not answer within {timeout:.0f} s, or exited (code "
+                           f"{process.poll()}); last lines of {DOCKERD_LOG}:\n{_tail(DOCKERD_LOG)}")
 
 
 # ----------------------------------------------------------------------------------------------------- users
@@ -122,7 +150,7 @@ def ensure_dockerd(timeout: float = 60.0) -> None:
 
 @dataclass
 class TestUser:
-    """A Linux user that plays the account on a remote machine; the tests (root) log in with `identity_file`."""
+    """A Linux user playing the account on a remote machine; the tests (root) log in with `identity_file`."""
 
     __test__ = False  # not a test class, though its name starts with "Test"
 
@@ -141,7 +169,7 @@ def make_user(name: str, key_dir: Path) -> TestUser:
     docker_group_exists = subprocess.run(["getent", "group", "docker"], capture_output=True,
                                          check=False).returncode == 0
     if not docker_group_exists:
-        raise RuntimeError("group 'docker' does not exist; is docker.io installed? (scripts/setup-machine.sh)")
+        raise RuntimeError("group 'docker' does not exist; install docker.io (scripts/setup-machine.sh)")
     try:
         pwd.getpwnam(name)
     except KeyError:
@@ -149,6 +177,9 @@ def make_user(name: str, key_dir: Path) -> TestUser:
     _run([_require("usermod"), "-aG", "docker", name])
     entry = pwd.getpwnam(name)
     home = Path(entry.pw_dir)
+    if not home.is_dir():  # an existing user whose home was removed
+        home.mkdir(mode=0o750, parents=True)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
 
     key_dir.mkdir(parents=True, exist_ok=True)
     identity = key_dir / f"id_ed25519_{name}"
@@ -254,8 +285,8 @@ class Sshd:
         tmp.mkdir(parents=True, exist_ok=True)
         host_key = tmp / "ssh_host_ed25519_key"
         if not host_key.exists():
-            _run([_require("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "mlcube-ssh-ansible-test-sshd",
-                  "-f", str(host_key)])
+            _run([_require("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C",
+                  "mlcube-ssh-ansible-test-sshd", "-f", str(host_key)])
         host_key.chmod(0o600)
         host_public_key = host_key.with_name(host_key.name + ".pub").read_text().split()[1]
 
@@ -309,7 +340,7 @@ class Sshd:
         """An SshHost for `address`, with a known_hosts file scanned from the running server."""
         if address not in self.addresses:
             raise ValueError(f"sshd does not listen on {address}; it listens on {self.addresses}")
-        known_hosts = self.workdir / f"known_hosts_{address}"
+        known_hosts = self.workdir / f"known_hosts_{address}_{self.port}"
         if not known_hosts.exists():
             known_hosts.write_text(self._keyscan(address))
         return SshHost(address=address, port=self.port, user=user, known_hosts=known_hosts)
@@ -332,7 +363,7 @@ class Sshd:
                                f"{_tail(self.log_file)}")
         expected_prefix = f"[{address}]:{self.port} ssh-ed25519 {self.host_public_key}"
         if not scanned.startswith(expected_prefix):
-            raise RuntimeError(f"ssh-keyscan returned an unexpected key for {address}:{self.port}:\n{scanned}")
+            raise RuntimeError(f"ssh-keyscan got an unexpected key from {address}:{self.port}:\n{scanned}")
         return scanned
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.hosts import SshHost, Sshd, example_cube, make_user, remote, set_password, ssh_argv
+from tests.conftest import SettingsFactory
+from tests.hosts import DROP, Sshd, SshHost, example_cube, make_user, remote, set_password, ssh_argv
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +71,18 @@ def test_example_cube_has_static_busybox(tmp_path: Path) -> None:
     assert (cube / "mlcube.yaml").is_file()
     assert (cube / "build" / "busybox").stat().st_mode & 0o111
     assert (cube / "workspace" / "name.txt").read_text().strip() == "World"
+
+
+def test_settings_file_deep_merges_overrides(ssh_host: SshHost, settings_file: SettingsFactory) -> None:
+    from mlcube.system_settings import SystemSettings
+
+    path = settings_file(ssh_host, interpreter={"type": "system"}, known_hosts=DROP, extra={"a": 1})
+
+    assert os.environ["MLCUBE_SYSTEM_SETTINGS"] == str(path)
+    platform = SystemSettings().get_platform("ssh-ansible")
+    assert platform.host == ssh_host.address and platform.port == ssh_host.port
+    assert platform.interpreter.type == "system"
+    assert platform.interpreter.location == "~/.venvs"  # merged into, not replaced
+    assert "known_hosts" not in platform
+    assert platform.extra.a == 1
+    assert platform.authentication.identity_file == str(ssh_host.user.identity_file)

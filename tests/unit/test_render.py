@@ -1,0 +1,99 @@
+"""Render: Settings + Job -> the exact inventory and extra-vars Ansible gets (golden dicts)."""
+
+from __future__ import annotations
+
+import shlex
+
+from mlcube_ssh_ansible.render import DEFAULT_EXCLUDES, Job, remote_name, render
+from mlcube_ssh_ansible.settings import parse_settings
+
+SSH_ARGS = (
+    "-o ControlMaster=auto -o ControlPersist=60s -o 'ControlPath=~/.ansible/cp/mlcube-%C' "
+    "-o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o BatchMode=yes "
+)
+
+
+def test_one_host_golden(tmp_path) -> None:
+    key = tmp_path / "id_ed25519"
+    key.write_text("x")
+    known = tmp_path / "known hosts"
+    known.write_text("x")
+    settings = parse_settings({
+        "host": "gpu1.example.org", "port": 2222, "platform": "docker", "remote_root": "/srv/mlcube",
+        "interpreter": {"type": "system", "python": "/usr/bin/python3", "requirements": "mlcube mlcube-docker"},
+        "authentication": {"user": "alice", "identity_file": str(key)},
+        "known_hosts": str(known), "compress": True, "excludes": ["data/raw/"],
+    })
+    job = Job(cube_root="/home/u/cubes/mnist", workspace="/home/u/cubes/mnist/workspace",
+              tasks=("train",), task_args=("epochs=3",), run_options=("--gpus=all",))
+    inventory, extravars = render(settings, job)
+    assert inventory == {
+        "all": {
+            "vars": {
+                "ansible_ssh_args": SSH_ARGS + f"-o StrictHostKeyChecking=yes -o 'UserKnownHostsFile={known}' "
+                "-o IdentitiesOnly=yes",
+                "ansible_ssh_pipelining": True,
+                "ansible_host_key_checking": True,
+                "ansible_ssh_timeout": 10,
+                "ansible_python_interpreter": "auto_silent",
+                "mlcube_ssh_platform": "docker",
+                "mlcube_ssh_remote_root": "/srv/mlcube",
+                "mlcube_ssh_interpreter_type": "system",
+                "mlcube_ssh_python": "/usr/bin/python3",
+                "mlcube_ssh_requirements": ["mlcube", "mlcube-docker"],
+                "mlcube_ssh_venv_location": "~/.mlcube-ssh-ansible",
+                "mlcube_ssh_venv_name": "venv",
+                "mlcube_ssh_compress": True,
+                "mlcube_ssh_verify_host": True,
+                "mlcube_ssh_excludes": [*DEFAULT_EXCLUDES, "data/raw/"],
+                "ansible_user": "alice",
+                "ansible_ssh_private_key_file": str(key),
+            },
+            "hosts": {"gpu1.example.org": {"ansible_host": "gpu1.example.org", "ansible_port": 2222}},
+        }
+    }
+    assert extravars == {
+        "mlcube_ssh_hosts": "gpu1.example.org",
+        "mlcube_ssh_local_root": "/home/u/cubes/mnist",
+        "mlcube_ssh_local_workspace": "/home/u/cubes/mnist/workspace",
+        "mlcube_ssh_workspace_in_cube": True,
+        "mlcube_ssh_remote_name": remote_name("/home/u/cubes/mnist"),
+        "mlcube_ssh_tasks": ["train"],
+        "mlcube_ssh_task_args": ["epochs=3"],
+        "mlcube_ssh_run_options": ["--gpus=all"],
+    }
+    # The quoted path survives the shlex split that Ansible's ssh plugin does.
+    assert f"UserKnownHostsFile={known}" in shlex.split(inventory["all"]["vars"]["ansible_ssh_args"])
+
+
+def test_inventory_mode_only_fills_defaults(tmp_path) -> None:
+    inventory_file = tmp_path / "hosts.yml"
+    inventory_file.write_text("all: {}\n")
+    settings = parse_settings({"inventory": str(inventory_file), "hosts": "gpu", "platform": "docker",
+                               "interpreter": {"type": "system"}, "port": 2200,
+                               "host_key_checking": "accept-new"})
+    inventory, extravars = render(settings, Job(cube_root="/c", workspace="/elsewhere/ws", tasks=("a", "b")))
+    assert "hosts" not in inventory["all"]
+    assert inventory["all"]["vars"]["ansible_port"] == 2200
+    assert "ansible_user" not in inventory["all"]["vars"]
+    assert "StrictHostKeyChecking=accept-new" in inventory["all"]["vars"]["ansible_ssh_args"]
+    assert extravars["mlcube_ssh_hosts"] == "gpu"
+    assert extravars["mlcube_ssh_workspace_in_cube"] is False
+    assert extravars["mlcube_ssh_tasks"] == ["a", "b"]
+
+
+def test_host_key_checking_off_is_explicit() -> None:
+    settings = parse_settings({"host": "h", "platform": "docker", "host_key_checking": "off",
+                               "interpreter": {"type": "system"}})
+    inventory, _ = render(settings, Job(cube_root="/c", workspace="/c/workspace"))
+    args = inventory["all"]["vars"]["ansible_ssh_args"]
+    assert "StrictHostKeyChecking=no" in args and "UserKnownHostsFile=/dev/null" in args
+    assert inventory["all"]["vars"]["mlcube_ssh_verify_host"] is False
+
+
+def test_remote_name_is_shell_safe_and_distinct() -> None:
+    hostile = remote_name("/tmp/a b;$(touch x)`id`'\"&")
+    assert hostile.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    assert remote_name("/a/mnist") != remote_name("/b/mnist")
+    assert remote_name("/a/mnist").startswith("mnist-")
+    assert remote_name("/a/...") .startswith("cube-")
