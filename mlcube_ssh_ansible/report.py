@@ -55,6 +55,23 @@ def _reason(res: dict[str, Any]) -> str:
     return "failed"
 
 
+def useful_stderr(lines: list[str]) -> list[str]:
+    """The remote stderr without Python traceback frames and warnings: what the task itself said."""
+    kept: list[str] = []
+    skipping = False  # inside a traceback's or a warning's indented lines
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)") or "Warning: " in line:
+            skipping = True
+        elif not line.strip() or line.startswith("During handling of the above exception"):
+            continue
+        elif skipping and line.startswith((" ", "\t")):
+            continue
+        else:
+            skipping = False
+            kept.append(line)
+    return kept
+
+
 def _moved_files(res: dict[str, Any]) -> int:
     """Files rsync transferred, from synchronize's itemized output (`>f...` / `<f...`)."""
     lines = res.get("stdout_lines") or []
@@ -113,7 +130,7 @@ class Reporter:
         prefix = f"[{host}] " if self.many_hosts else ""
         lines = list(res.get("stdout_lines") or [])
         if res.get("rc"):  # the end of stderr says why; MLCube's tracebacks before it say little
-            lines += list(res.get("stderr_lines") or [])[-STDERR_TAIL:]
+            lines += useful_stderr(res.get("stderr_lines") or [])[-STDERR_TAIL:]
         for line in lines:
             self.write(prefix + line)
 

@@ -1,0 +1,44 @@
+"""Helpers shared by the integration tests: run the real `mlcube` CLI, read settings, look at hosts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from mlcube_ssh_ansible.settings import Settings, parse_settings
+from tests.hosts import SshHost, remote
+
+VENV_BIN = Path(sys.executable).parent
+MLCUBE = VENV_BIN / "mlcube"
+
+MlcubeCli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def mlcube_cli() -> MlcubeCli:
+    """Run the installed `mlcube` as a user would, from a venv that is NOT on PATH (not activated)."""
+
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+        env["PATH"] = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+        return subprocess.run([str(MLCUBE), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+    return run
+
+
+def platform_settings(settings_path: Path) -> Settings:
+    """The validated ssh-ansible platform of a settings file, for tests that call the workflow directly."""
+    section: dict[str, Any] = yaml.safe_load(settings_path.read_text())["platforms"]["ssh-ansible"]
+    return parse_settings(section)
+
+
+def remote_tree(host: SshHost, path: str) -> list[str]:
+    """Every entry below a remote path with its size and modification time: a fingerprint of 'touched'."""
+    found = remote(host, "find", path, "-printf", "%P %y %s %T@ %m\n", check=True)
+    return sorted(found.stdout.splitlines())

@@ -1,0 +1,85 @@
+"""The core path on a real host: mlcube configure, mlcube run, fetch, idempotence, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlcube_ssh_ansible import workflow
+from mlcube_ssh_ansible.render import Job, remote_name
+from mlcube_ssh_ansible.report import Reporter
+from tests.hosts import SshHost, example_cube, remote
+
+from .conftest import MlcubeCli, platform_settings, remote_tree
+
+pytestmark = pytest.mark.integration
+
+
+def quiet_reporter() -> Reporter:
+    return Reporter(write=lambda line: None)
+
+
+def test_configure_run_fetch_and_idempotence(tmp_path: Path, ssh_host: SshHost, settings_file,
+                                             mlcube_cli: MlcubeCli) -> None:
+    cube = example_cube(tmp_path)
+    settings_path = settings_file(ssh_host)
+
+    configured = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    remote_dir = f"{ssh_host.user.home}/mlcube/{remote_name(str(cube))}"
+    assert "mlcube.yaml" in remote(ssh_host, "ls", remote_dir, check=True).stdout
+
+    # A second configure with nothing changed: every role reports changed=0, no remote file is touched.
+    before = remote_tree(ssh_host, f"{ssh_host.user.home}/mlcube")
+    reporter = quiet_reporter()
+    outcome = workflow.configure(platform_settings(settings_path), Job(str(cube), str(cube / "workspace")),
+                                 reporter=reporter)
+    assert outcome.stats.get("changed", {}) == {}, outcome.stats
+    assert [step for step, changed, _ in reporter.hosts[ssh_host.address].steps_done if changed] == []
+    assert remote_tree(ssh_host, f"{ssh_host.user.home}/mlcube") == before
+
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "Hello, World!" in ran.stdout
+    assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, World!\n"
+
+    # An input edited locally is used by the next run, without a new configure.
+    (cube / "workspace" / "name.txt").write_text("Ansible")
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, Ansible!\n"
+
+
+def test_failing_task_exits_with_its_code_and_partial_outputs_come_back(
+        tmp_path: Path, ssh_host: SshHost, settings_file, mlcube_cli: MlcubeCli) -> None:
+    cube = example_cube(tmp_path)
+    settings_file(ssh_host)
+    assert mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible").returncode == 0
+    (cube / "workspace" / "local-only.txt").write_text("mine")
+
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=fail")
+
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    assert (cube / "workspace" / "fail_output" / "partial.txt").read_text().startswith("partial result")
+    assert (cube / "workspace" / "local-only.txt").read_text() == "mine"
+    assert "failing on purpose with exit status 3" in ran.stdout  # the remote stderr is shown
+    assert f"{ssh_host.address} at remote run" in ran.stdout
+    assert "Traceback" not in ran.stdout + ran.stderr
+
+
+def test_virtualenv_with_current_pip_still_gets_mlcube(tmp_path: Path, ssh_host: SshHost, settings_file) -> None:
+    """mlcube 0.0.9 pins omegaconf 2.1.0, whose metadata pip >= 24.1 rejects: the role copes."""
+    venvs = f"{ssh_host.user.home}/.venvs-newpip"
+    remote(ssh_host, "rm", "-rf", venvs, check=True)
+    remote(ssh_host, "/usr/bin/python3", "-m", "venv", f"{venvs}/fresh", check=True)
+    remote(ssh_host, f"{venvs}/fresh/bin/python", "-m", "pip", "install", "-q", "pip>=24.1", check=True)
+    pip = remote(ssh_host, f"{venvs}/fresh/bin/python", "-m", "pip", "--version", check=True).stdout
+    assert int(pip.split()[1].split(".")[0]) >= 24, pip
+
+    cube = example_cube(tmp_path)
+    settings = platform_settings(settings_file(ssh_host, interpreter={"location": venvs, "name": "fresh"}))
+    workflow.configure(settings, Job(str(cube), str(cube / "workspace")), reporter=quiet_reporter())
+
+    shown = remote(ssh_host, f"{venvs}/fresh/bin/python", "-m", "pip", "show", "mlcube", "mlcube-docker", check=True)
+    assert "Version: 0.0.9" in shown.stdout
