@@ -53,6 +53,8 @@ class Job:
     tasks: tuple[str, ...] = ()
     task_args: tuple[str, ...] = ()
     run_options: tuple[str, ...] = ()
+    run_id: str = ""
+    detach: bool = False
 
 
 def remote_name(cube_root: str) -> str:
@@ -140,6 +142,8 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
         "mlcube_ssh_tasks": list(job.tasks),
         "mlcube_ssh_task_args": list(job.task_args),
         "mlcube_ssh_run_options": list(job.run_options),
+        "mlcube_ssh_run_id": job.run_id,
+        "mlcube_ssh_detach": job.detach,
     }
 
 

@@ -21,14 +21,37 @@ STEPS = {
     "mlcube_ssh_remote_run": "remote run",
     "mlcube_ssh_fetch": "fetch",
 }
-RUN_TASK = "Run mlcube run"
+FOLLOW_TASK = "Follow mlcube run"
 QUIET_STEPS = {"check"}  # only reported when they fail
-STDERR_TAIL = 15
 
 
 def _stdout(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+class StderrFilter:
+    """Drops Python traceback frames and warnings from a remote stderr stream, chunk by chunk.
+
+    What is left is what the task itself said; MLCube's tracebacks around it say little to a user.
+    """
+
+    def __init__(self) -> None:
+        self.skipping = False  # inside a traceback's or a warning's indented lines
+
+    def feed(self, lines: list[str]) -> list[str]:
+        kept: list[str] = []
+        for line in lines:
+            if line.startswith("Traceback (most recent call last)") or "Warning: " in line:
+                self.skipping = True
+            elif not line.strip() or line.startswith("During handling of the above exception"):
+                continue
+            elif self.skipping and line.startswith((" ", "\t")):
+                continue
+            else:
+                self.skipping = False
+                kept.append(line)
+        return kept
 
 
 @dataclass
@@ -42,6 +65,7 @@ class HostReport:
     failed_step: str | None = None
     reason: str | None = None
     run_rc: int | None = None
+    stderr: StderrFilter = field(default_factory=StderrFilter)
     steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
 
 
@@ -55,23 +79,6 @@ def _reason(res: dict[str, Any]) -> str:
     return "failed"
 
 
-def useful_stderr(lines: list[str]) -> list[str]:
-    """The remote stderr without Python traceback frames and warnings: what the task itself said."""
-    kept: list[str] = []
-    skipping = False  # inside a traceback's or a warning's indented lines
-    for line in lines:
-        if line.startswith("Traceback (most recent call last)") or "Warning: " in line:
-            skipping = True
-        elif not line.strip() or line.startswith("During handling of the above exception"):
-            continue
-        elif skipping and line.startswith((" ", "\t")):
-            continue
-        else:
-            skipping = False
-            kept.append(line)
-    return kept
-
-
 def _moved_files(res: dict[str, Any]) -> int:
     """Files rsync transferred, from synchronize's itemized output (`>f...` / `<f...`)."""
     lines = res.get("stdout_lines") or []
@@ -81,28 +88,28 @@ def _moved_files(res: dict[str, Any]) -> int:
 class Reporter:
     """Event handler for ansible-runner; also the source of the command's summary."""
 
-    def __init__(self, write: Callable[[str], None] = _stdout, show_steps: bool = True) -> None:
+    def __init__(self, write: Callable[[str], None] = _stdout, show_steps: bool = True,
+                 prefix_hosts: bool = False) -> None:
         self.write = write
         self.show_steps = show_steps
+        self.prefix_hosts = prefix_hosts  # prefix the task's output with its host (fleets)
         self.hosts: dict[str, HostReport] = {}
-        self.many_hosts = False
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
-        if kind == "playbook_on_play_start":
-            self.many_hosts = False
-        elif kind == "playbook_on_stats":
+        if kind == "playbook_on_stats":
             for host in self.hosts:
                 self._close_step(host)
         host = data.get("host")
-        if host and kind.startswith("runner_on_") and kind != "runner_on_start":
+        if host and kind == "runner_retry" and data.get("task") == FOLLOW_TASK:
+            self._show_output(host, data.get("res") or {})
+        elif host and kind.startswith("runner_on_") and kind != "runner_on_start":
             self._on_result(kind, host, data)
         return True
 
     def _on_result(self, kind: str, host: str, data: dict[str, Any]) -> None:
         report = self.hosts.setdefault(host, HostReport())
-        self.many_hosts = self.many_hosts or len(self.hosts) > 1
         role = str(data.get("role") or "").split(".")[-1]
         res = data.get("res") or {}
         if not role:  # the play's closing check that fails a host whose task failed
@@ -118,19 +125,20 @@ class Reporter:
             return
         report.step_changed = report.step_changed or bool(res.get("changed"))
         report.step_files += _moved_files(res)
-        if data.get("task") == RUN_TASK and "rc" in res:
-            report.run_rc = int(res["rc"])
+        if data.get("task") == FOLLOW_TASK:
             self._show_output(host, res)
+            if "rc" in res:
+                report.run_rc = int(res["rc"])
         if kind == "runner_on_unreachable":
             self._fail(host, step, "unreachable: " + _reason(res))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             self._fail(host, step, _reason(res))
 
     def _show_output(self, host: str, res: dict[str, Any]) -> None:
-        prefix = f"[{host}] " if self.many_hosts else ""
-        lines = list(res.get("stdout_lines") or [])
-        if res.get("rc"):  # the end of stderr says why; MLCube's tracebacks before it say little
-            lines += useful_stderr(res.get("stderr_lines") or [])[-STDERR_TAIL:]
+        """The remote task's new output, as it arrives (prefixed with the host when there are several)."""
+        prefix = f"[{host}] " if self.prefix_hosts else ""
+        report = self.hosts.setdefault(host, HostReport())
+        lines = list(res.get("stdout_lines") or []) + report.stderr.feed(list(res.get("stderr_lines") or []))
         for line in lines:
             self.write(prefix + line)
 

@@ -6,24 +6,37 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import getpass
+import os
+import signal
+import socket
 import threading
-from typing import Sequence
+import time
+import uuid
+from typing import Any, Iterator, Sequence
 
 from . import assets
-from .errors import HostFailure
+from .errors import HostFailure, Interrupted
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
 from .report import Reporter
 from .settings import Settings
 
 
-def _invocation(name: str, settings: Settings, job: Job, *, tags: Sequence[str] = (),
-                check: bool = False, verbosity: int = 0) -> Invocation:
+def new_run_id() -> str:
+    """Sortable and unique: the run's folder name on every host."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any] | None = None,
+                tags: Sequence[str] = (), check: bool = False, verbosity: int = 0) -> Invocation:
     inventory, extravars = render(settings, job)
     return Invocation(
         playbook=assets.playbook(name),
         inventory=inventory,
-        extravars=extravars,
+        extravars={**extravars, **(extra or {})},
         extra_inventories=[settings.inventory] if settings.inventory else [],
         forks=settings.forks,
         tags=tags,
@@ -32,6 +45,12 @@ def _invocation(name: str, settings: Settings, job: Job, *, tags: Sequence[str] 
         host_key_checking=settings.host_key_checking != "off",
         keep_artifacts=settings.keep_artifacts,
     )
+
+
+def _reporter(settings: Settings, reporter: Reporter | None) -> Reporter:
+    reporter = reporter or Reporter()
+    reporter.prefix_hosts = reporter.prefix_hosts or settings.inventory is not None
+    return reporter
 
 
 def _finish(command: str, outcome: Outcome, reporter: Reporter) -> Outcome:
@@ -47,19 +66,53 @@ def _finish(command: str, outcome: Outcome, reporter: Reporter) -> Outcome:
     raise HostFailure(f"{command} failed on {len(failures)} host(s): {listed}{where}", failures, code or 1)
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into an event ansible-runner polls, so the play stops cleanly instead of mid-write."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None, check: bool = False,
-              verbosity: int = 0, cancel: threading.Event | None = None) -> Outcome:
+              verbosity: int = 0) -> Outcome:
     """Create/check the remote Python, upload the cube, and run the remote `mlcube configure`."""
     assets.check_controller()
-    reporter = reporter or Reporter()
+    reporter = _reporter(settings, reporter)
     invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity)
-    return _finish("configure", run_playbook(invocation, reporter, cancel), reporter)
+    with _interruptible() as cancel:
+        outcome = run_playbook(invocation, reporter, cancel)
+    if cancel.is_set():
+        raise Interrupted("configure interrupted; the remote hosts may be half-configured: run configure again")
+    return _finish("configure", outcome, reporter)
 
 
 def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbosity: int = 0,
-        cancel: threading.Event | None = None) -> Outcome:
-    """Upload what changed, run the tasks remotely, fetch the workspace back (also after a failure)."""
+        fetch_on_interrupt: bool = True) -> Outcome:
+    """Upload what changed, run the tasks remotely, fetch the workspace back (also after a failure).
+
+    Ctrl-C stops the remote task too (and the containers it started), fetches what exists when
+    `fetch_on_interrupt`, and raises Interrupted (exit code 130).
+    """
     assets.check_controller()
-    reporter = reporter or Reporter()
-    invocation = _invocation("run", settings, job, verbosity=verbosity)
-    return _finish("run", run_playbook(invocation, reporter, cancel), reporter)
+    reporter = _reporter(settings, reporter)
+    job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
+    holder = {"mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
+    invocation = _invocation("run", settings, job, extra=holder, verbosity=verbosity)
+    with _interruptible() as cancel:
+        outcome = run_playbook(invocation, reporter, cancel)
+    if not cancel.is_set():
+        return _finish("run", outcome, reporter)
+    reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
+    quiet = Reporter(write=reporter.write, show_steps=False)
+    run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), quiet)
+    if fetch_on_interrupt:
+        run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), quiet)
+    raise Interrupted(f"run {job.run_id} interrupted; the remote task was stopped"
+                      + ("; outputs so far were fetched" if fetch_on_interrupt else ""))

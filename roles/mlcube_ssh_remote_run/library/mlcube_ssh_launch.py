@@ -1,0 +1,146 @@
+#!/usr/bin/python
+"""Start a command detached from the SSH session, with its output and exit code kept in a run folder."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mlcube_ssh_launch
+short_description: Start a command that outlives the SSH connection, logging to a run folder
+description:
+  - Starts O(argv) (no shell) in O(chdir) in a new session, detached from the connection, so a dropped
+    connection or a killed controller does not stop it.
+  - The run folder O(run_dir) receives C(stdout.log), C(stderr.log), C(pid) (the command's process
+    group), C(argv.json), C(started) and, when the command ends, C(rc) (written atomically).
+  - A lock file O(lock) keeps two runs of the same cube on the same host apart; a second launch while
+    the first is running fails with a message naming the running one.
+options:
+  argv: {type: list, elements: str, required: true, description: The command.}
+  chdir: {type: path, required: true, description: Working directory.}
+  run_dir: {type: path, required: true, description: Folder for this run's logs and exit code.}
+  lock: {type: path, required: true, description: Lock file shared by all runs of this cube.}
+  holder: {type: str, default: '', description: Who starts the run, written into the lock.}
+author: mlcube-ssh-ansible
+"""
+
+RETURN = r"""
+run_dir: {description: The run folder., returned: always, type: str}
+pid: {description: Process group id of the command., returned: success, type: int}
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_holder(lock: str) -> dict | None:
+    """The lock's content when its run is still going (pid alive and no exit code yet), else None."""
+    try:
+        with open(lock) as handle:
+            holder = json.load(handle)
+        run_dir = holder["run_dir"]
+        with open(os.path.join(run_dir, "pid")) as handle:
+            pid = int(handle.read())
+    except (OSError, ValueError, KeyError):
+        return None
+    if os.path.exists(os.path.join(run_dir, "rc")) or not _alive(pid):
+        return None
+    return holder
+
+
+def _write(path: str, text: str) -> None:
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def _supervise(argv: list, chdir: str, run_dir: str) -> None:
+    """In the detached grandchild: run the command, then record its exit code. Never returns."""
+    try:
+        with open(os.path.join(run_dir, "stdout.log"), "ab") as out, \
+                open(os.path.join(run_dir, "stderr.log"), "ab") as err:
+            child = subprocess.Popen(argv, cwd=chdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                     start_new_session=True)
+        _write(os.path.join(run_dir, "pid"), str(child.pid))
+        # A TERM to the supervisor (e.g. from a cancel) is passed on to the command's process group.
+        signal.signal(signal.SIGTERM, lambda *_: os.killpg(child.pid, signal.SIGTERM))
+        rc = child.wait()
+        rc = 128 - rc if rc < 0 else rc
+    except Exception as error:  # the command could not start: say why where the follower looks
+        with open(os.path.join(run_dir, "stderr.log"), "a") as err:
+            err.write("mlcube-ssh-ansible: cannot start %s: %s\n" % (argv[0], error))
+        rc = 127
+    _write(os.path.join(run_dir, "rc"), str(rc))
+    os._exit(0)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            argv=dict(type="list", elements="str", required=True),
+            chdir=dict(type="path", required=True),
+            run_dir=dict(type="path", required=True),
+            lock=dict(type="path", required=True),
+            holder=dict(type="str", default=""),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    busy = _running_holder(params["lock"])
+    if busy is not None:
+        module.fail_json(msg="busy: run %s of this cube (started %s by %s) is still running on this host"
+                         % (busy.get("run_id"), busy.get("started"), busy.get("holder") or "unknown"))
+    if module.check_mode:
+        module.exit_json(changed=True, run_dir=params["run_dir"])
+    run_dir = params["run_dir"]
+    os.makedirs(run_dir, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _write(os.path.join(run_dir, "argv.json"), json.dumps(params["argv"]))
+    _write(os.path.join(run_dir, "started"), started)
+    for name in ("rc", "pid"):
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+    os.makedirs(os.path.dirname(params["lock"]), exist_ok=True)
+    _write(params["lock"], json.dumps({"run_id": os.path.basename(run_dir), "run_dir": run_dir,
+                                       "started": started, "holder": params["holder"]}))
+
+    first = os.fork()
+    if first == 0:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        # Detach from the SSH channel: anything left open on it would keep the connection alive.
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 1024)
+        _supervise(params["argv"], params["chdir"], run_dir)
+    os.waitpid(first, 0)
+    deadline = time.time() + 10
+    while not os.path.exists(os.path.join(run_dir, "pid")) and time.time() < deadline:
+        time.sleep(0.01)
+    try:
+        with open(os.path.join(run_dir, "pid")) as handle:
+            pid = int(handle.read())
+    except (OSError, ValueError):
+        module.fail_json(msg="the command did not start", run_dir=run_dir)
+    module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started)
+
+
+if __name__ == "__main__":
+    main()
