@@ -40,7 +40,7 @@ CONTROL_PERSIST = "60s"
 # Never worth uploading: version control, caches, virtualenvs and editors' droppings.
 DEFAULT_EXCLUDES = (
     ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".mypy_cache/", ".pytest_cache/",
-    ".ruff_cache/", ".tox/", ".venv/", ".ipynb_checkpoints/", ".DS_Store",
+    ".ruff_cache/", ".tox/", ".venv/", ".ipynb_checkpoints/", ".DS_Store", ".mlcube-ssh-ansible/",
 )
 
 
@@ -142,6 +142,8 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
         "mlcube_ssh_tasks": list(job.tasks),
         "mlcube_ssh_task_args": list(job.task_args),
         "mlcube_ssh_run_options": list(job.run_options),
+        "mlcube_ssh_serial": settings.serial,
+        "mlcube_ssh_max_fail_percentage": settings.max_fail_percentage,
         "mlcube_ssh_run_id": job.run_id,
         "mlcube_ssh_detach": job.detach,
     }

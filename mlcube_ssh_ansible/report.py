@@ -22,6 +22,8 @@ STEPS = {
     "mlcube_ssh_fetch": "fetch",
 }
 FOLLOW_TASK = "Follow mlcube run"
+FETCH_DEST_TASK = "Choose where this host's results go"
+FETCH_TASK = "Fetch the workspace"
 QUIET_STEPS = {"check"}  # only reported when they fail
 
 
@@ -65,6 +67,10 @@ class HostReport:
     failed_step: str | None = None
     reason: str | None = None
     run_rc: int | None = None
+    run_started: str | None = None
+    run_ended: str | None = None
+    fetch_dest: str | None = None
+    fetched: list[str] = field(default_factory=list)
     stderr: StderrFilter = field(default_factory=StderrFilter)
     steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
 
@@ -79,10 +85,10 @@ def _reason(res: dict[str, Any]) -> str:
     return "failed"
 
 
-def _moved_files(res: dict[str, Any]) -> int:
-    """Files rsync transferred, from synchronize's itemized output (`>f...` / `<f...`)."""
+def moved_files(res: dict[str, Any]) -> list[str]:
+    """Files rsync transferred, from synchronize's itemized output (`>f+++++++++ name`, `<f.st...... name`)."""
     lines = res.get("stdout_lines") or []
-    return sum(1 for line in lines if isinstance(line, str) and line[:2] in (">f", "<f"))
+    return [line[12:].split(" -> ")[0] for line in lines if isinstance(line, str) and line[:2] in (">f", "<f")]
 
 
 class Reporter:
@@ -104,31 +110,46 @@ class Reporter:
         host = data.get("host")
         if host and kind == "runner_retry" and data.get("task") == FOLLOW_TASK:
             self._show_output(host, data.get("res") or {})
-        elif host and kind.startswith("runner_on_") and kind != "runner_on_start":
+        elif host and kind == "runner_on_start":
+            self._open_step(host, data)
+        elif host and kind.startswith("runner_on_"):
             self._on_result(kind, host, data)
         return True
 
-    def _on_result(self, kind: str, host: str, data: dict[str, Any]) -> None:
+    def _open_step(self, host: str, data: dict[str, Any]) -> HostReport:
+        """The step a task belongs to (by its role); a new step closes the previous one's line."""
         report = self.hosts.setdefault(host, HostReport())
         role = str(data.get("role") or "").split(".")[-1]
-        res = data.get("res") or {}
-        if not role:  # the play's closing check that fails a host whose task failed
-            if kind == "runner_on_failed":
-                self._fail(host, "remote run", _reason(res))
-            return
-        step = STEPS.get(role, role)
+        step = STEPS.get(role, role) if role else report.step
         if step != report.step:
             self._close_step(host)
             report.step, report.step_started = step, time.monotonic()
             report.step_changed, report.step_files = False, 0
+        return report
+
+    def _on_result(self, kind: str, host: str, data: dict[str, Any]) -> None:
+        report = self._open_step(host, data)
+        res = data.get("res") or {}
+        task = data.get("task")
+        if not data.get("role"):  # the play's closing check that fails a host whose task failed
+            if kind == "runner_on_failed":
+                self._fail(host, "remote run", _reason(res))
+            return
         if kind == "runner_on_skipped":
             return
+        step = report.step or "?"
         report.step_changed = report.step_changed or bool(res.get("changed"))
-        report.step_files += _moved_files(res)
-        if data.get("task") == FOLLOW_TASK:
+        moved = moved_files(res)
+        report.step_files += len(moved)
+        if task == FOLLOW_TASK:
             self._show_output(host, res)
+            report.run_started, report.run_ended = res.get("started"), res.get("ended")
             if "rc" in res:
                 report.run_rc = int(res["rc"])
+        elif task == FETCH_DEST_TASK:
+            report.fetch_dest = (res.get("ansible_facts") or {}).get("_mlcube_ssh_fetch_dest")
+        elif task == FETCH_TASK:
+            report.fetched += moved
         if kind == "runner_on_unreachable":
             self._fail(host, step, "unreachable: " + _reason(res))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):

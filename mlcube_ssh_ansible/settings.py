@@ -34,7 +34,7 @@ INTERPRETER_TYPES = ("system", "virtualenv")
 TOP_KEYS = (
     "runner", "host", "port", "platform", "remote_root", "interpreter", "authentication",
     "inventory", "hosts", "forks", "host_key_checking", "known_hosts", "connect_timeout",
-    "compress", "excludes", "keep_artifacts",
+    "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
 AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file")
@@ -77,6 +77,8 @@ class Settings:
     compress: bool = False
     excludes: tuple[str, ...] = ()
     keep_artifacts: bool = False
+    serial: str | int = 0
+    max_fail_percentage: int = 100
 
 
 def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -108,6 +110,10 @@ def _integer(value: Any, key: str, low: int, high: int) -> int | None:
     if not low <= number <= high:
         raise SettingsError(key, f"must be a whole number from {low} to {high}, got {number}")
     return number
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _boolean(value: Any, key: str, default: bool) -> bool:
@@ -161,6 +167,13 @@ def local_file(value: Any, key: str) -> str | None:
     if not path.is_file():
         raise SettingsError(key, f"file {str(path)!r} does not exist on this machine")
     return str(path.resolve())
+
+
+def _serial(value: Any) -> str | int:
+    """Ansible's rolling batch size: a number of hosts or a percentage; 0 means all at once."""
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]?%|100%", value):
+        return value
+    return _integer(value, "serial", 0, 100000) or 0
 
 
 def _host(value: Any) -> str | None:
@@ -286,6 +299,9 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         compress=_boolean(section.get("compress"), "compress", False),
         excludes=_word_list(section.get("excludes"), "excludes"),
         keep_artifacts=_boolean(section.get("keep_artifacts"), "keep_artifacts", False),
+        serial=_serial(section.get("serial")),
+        max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
+                                     100),
     )
 
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any, Iterator, Sequence
 
-from . import assets
+from . import assets, records
 from .errors import HostFailure, Interrupted
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
@@ -105,14 +105,16 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
     holder = {"mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
     invocation = _invocation("run", settings, job, extra=holder, verbosity=verbosity)
+    record = records.start_record(settings, job)
     with _interruptible() as cancel:
         outcome = run_playbook(invocation, reporter, cancel)
     if not cancel.is_set():
+        records.finish_record(record, reporter, job)
         return _finish("run", outcome, reporter)
     reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
-    quiet = Reporter(write=reporter.write, show_steps=False)
-    run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), quiet)
+    run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), Reporter(write=reporter.write))
     if fetch_on_interrupt:
-        run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), quiet)
+        run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter)
+    records.finish_record(record, reporter, job)
     raise Interrupted(f"run {job.run_id} interrupted; the remote task was stopped"
                       + ("; outputs so far were fetched" if fetch_on_interrupt else ""))

@@ -61,6 +61,8 @@ def test_one_host_golden(tmp_path) -> None:
         "mlcube_ssh_tasks": ["train"],
         "mlcube_ssh_task_args": ["epochs=3"],
         "mlcube_ssh_run_options": ["--gpus=all"],
+        "mlcube_ssh_serial": 0,
+        "mlcube_ssh_max_fail_percentage": 100,
         "mlcube_ssh_run_id": "",
         "mlcube_ssh_detach": False,
     }

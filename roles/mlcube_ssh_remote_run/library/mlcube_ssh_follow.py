@@ -26,6 +26,8 @@ stderr: {description: New complete lines of standard error., returned: always, t
 done: {description: Whether the command ended and everything was read., returned: always, type: bool}
 rc: {description: The command's exit code once done., returned: when done, type: int}
 running: {description: Whether the command's process group is still alive., returned: always, type: bool}
+started: {description: When the command started (ISO 8601)., returned: always, type: str}
+ended: {description: When the command ended (ISO 8601)., returned: once ended, type: str}
 """
 
 import json
@@ -100,6 +102,12 @@ def main() -> None:
     result = dict(changed=False, done=complete, running=_alive(run_dir),
                   stdout=chunks["stdout"].decode("utf-8", "replace"),
                   stderr=chunks["stderr"].decode("utf-8", "replace"))
+    for name in ("started", "ended"):
+        try:
+            with open(os.path.join(run_dir, name)) as handle:
+                result[name] = handle.read().strip()
+        except OSError:
+            pass
     if complete:
         with open(os.path.join(run_dir, "rc")) as handle:
             result["rc"] = int(handle.read().strip() or 1)

@@ -10,7 +10,7 @@ description:
   - Starts O(argv) (no shell) in O(chdir) in a new session, detached from the connection, so a dropped
     connection or a killed controller does not stop it.
   - The run folder O(run_dir) receives C(stdout.log), C(stderr.log), C(pid) (the command's process
-    group), C(argv.json), C(started) and, when the command ends, C(rc) (written atomically).
+    group), C(argv.json), C(started) and, when the command ends, C(ended) and C(rc) (written atomically).
   - A lock file O(lock) keeps two runs of the same cube on the same host apart; a second launch while
     the first is running fails with a message naming the running one.
 options:
@@ -27,14 +27,18 @@ run_dir: {description: The run folder., returned: always, type: str}
 pid: {description: Process group id of the command., returned: success, type: int}
 """
 
+import datetime
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _alive(pid: int) -> bool:
@@ -85,6 +89,7 @@ def _supervise(argv: list, chdir: str, run_dir: str) -> None:
         with open(os.path.join(run_dir, "stderr.log"), "a") as err:
             err.write("mlcube-ssh-ansible: cannot start %s: %s\n" % (argv[0], error))
         rc = 127
+    _write(os.path.join(run_dir, "ended"), _now())
     _write(os.path.join(run_dir, "rc"), str(rc))
     os._exit(0)
 
@@ -109,10 +114,10 @@ def main() -> None:
         module.exit_json(changed=True, run_dir=params["run_dir"])
     run_dir = params["run_dir"]
     os.makedirs(run_dir, exist_ok=True)
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    started = _now()
     _write(os.path.join(run_dir, "argv.json"), json.dumps(params["argv"]))
     _write(os.path.join(run_dir, "started"), started)
-    for name in ("rc", "pid"):
+    for name in ("rc", "pid", "ended"):
         if os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))
     os.makedirs(os.path.dirname(params["lock"]), exist_ok=True)

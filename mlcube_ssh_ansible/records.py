@@ -1,0 +1,105 @@
+"""Run records and manifests: what ran where, and what came back, kept next to the workspace.
+
+* ``<workspace>/.mlcube-ssh-ansible/runs/<run_id>.json`` — one record per `run`: hosts, tasks,
+  remote folders, start time; completed at the end with each host's exit code, times and outputs.
+* ``<workspace>/hosts/manifest.json`` — with several hosts, the same per-host results next to the
+  per-host folders ``<workspace>/hosts/<host>/``.
+
+No secrets are written: settings go in only as the remote platform and paths.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .render import Job, remote_name
+from .report import Reporter
+from .settings import Settings
+
+RECORDS_DIR = ".mlcube-ssh-ansible"
+
+
+def runs_dir(workspace: str) -> Path:
+    return Path(workspace, RECORDS_DIR, "runs")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _seconds(started: str | None, ended: str | None) -> float | None:
+    if not started or not ended:
+        return None
+    delta = datetime.datetime.fromisoformat(ended) - datetime.datetime.fromisoformat(started)
+    return round(delta.total_seconds(), 3)
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
+    os.replace(temporary, path)
+
+
+def start_record(settings: Settings, job: Job) -> dict[str, Any]:
+    """The record written when a run starts (before any host is touched)."""
+    record: dict[str, Any] = {
+        "run_id": job.run_id,
+        "cube": os.path.abspath(job.cube_root),
+        "workspace": os.path.abspath(job.workspace),
+        "tasks": list(job.tasks),
+        "task_args": list(job.task_args),
+        "platform": settings.platform,
+        "hosts_pattern": settings.hosts if settings.inventory else settings.host,
+        "inventory": settings.inventory,
+        "remote_root": settings.remote_root,
+        "remote_name": remote_name(job.cube_root),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "detached": job.detach,
+        "hosts": {},
+    }
+    _write_json(runs_dir(job.workspace) / f"{job.run_id}.json", record)
+    return record
+
+
+def host_results(reporter: Reporter, job: Job) -> dict[str, dict[str, Any]]:
+    """Per host: exit code, times, failure, and each fetched output with its size and checksum."""
+    results: dict[str, dict[str, Any]] = {}
+    for host, report in sorted(reporter.hosts.items()):
+        dest = Path(report.fetch_dest or job.workspace)
+        outputs = []
+        for name in sorted(set(report.fetched)):
+            path = dest / name
+            if path.is_file():
+                outputs.append({"path": name, "size": path.stat().st_size, "sha256": _sha256(path)})
+        results[host] = {
+            "tasks": list(job.tasks),
+            "exit_code": report.run_rc,
+            "started": report.run_started,
+            "ended": report.run_ended,
+            "duration_s": _seconds(report.run_started, report.run_ended),
+            "failed_step": report.failed_step,
+            "reason": report.reason,
+            "results": str(dest),
+            "outputs": outputs,
+        }
+    return results
+
+
+def finish_record(record: dict[str, Any], reporter: Reporter, job: Job) -> dict[str, Any]:
+    """Complete the run record with every host's results; with several hosts, write hosts/manifest.json."""
+    record = {**record, "hosts": host_results(reporter, job),
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")}
+    _write_json(runs_dir(job.workspace) / f"{job.run_id}.json", record)
+    if any(Path(job.workspace, "hosts") in Path(h["results"]).parents for h in record["hosts"].values()):
+        _write_json(Path(job.workspace, "hosts", "manifest.json"), record)
+    return record
