@@ -1,0 +1,112 @@
+"""Fleets on real hosts: the user's own inventory (groups, group_vars), patterns, parallel fan-out,
+per-host results with a manifest, and partial failure with a dead host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from mlcube_ssh_ansible.render import remote_name
+import yaml
+
+from tests.hosts import SshHost, example_cube, free_port, mlcube_settings, remote
+
+from .conftest import MlcubeCli
+
+pytestmark = pytest.mark.integration
+
+
+def write_inventory(tmp_path: Path, fleet: list[SshHost], *, groups: dict[str, list[int]],
+                    dead: bool = False) -> Path:
+    """An ops team's inventory folder: INI groups, per-host connection vars and a group_vars file."""
+    folder = tmp_path / "inventory"
+    (folder / "group_vars").mkdir(parents=True)
+    lines = []
+    for group, members in groups.items():
+        lines.append(f"[{group}]")
+        for index in members:
+            host = fleet[index]
+            lines.append(f"node{index + 1} ansible_host={host.address} ansible_user={host.user.name} "
+                         f"ansible_ssh_private_key_file={host.user.identity_file}")
+    if dead:
+        lines += ["[gpu]", f"dead ansible_host=127.0.0.6 ansible_port={free_port('127.0.0.6')}"]
+    lines += ["[all:vars]", f"ansible_port={fleet[0].port}"]
+    (folder / "hosts.ini").write_text("\n".join(lines) + "\n")
+    # A per-group override of one of our settings, the way ops teams keep them.
+    (folder / "group_vars" / "gpu.yml").write_text("mlcube_ssh_remote_root: ~/fleet-cubes\n")
+    return folder
+
+
+def fleet_settings(monkeypatch: pytest.MonkeyPatch, fleet: list[SshHost], inventory: Path, tmp_path: Path,
+                   **extra: object) -> Path:
+    """Settings that point at the inventory instead of one host; connection details come from it."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(host.known_hosts.read_text() for host in fleet))
+    settings = mlcube_settings(fleet[0])
+    platform = settings["platforms"]["ssh-ansible"]
+    for key in ("host", "port", "authentication"):
+        del platform[key]
+    platform.update(inventory=str(inventory), known_hosts=str(known_hosts), **extra)
+    path = tmp_path / "mlcube-fleet-settings.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(path))
+    return path
+
+
+def test_group_runs_in_parallel_with_per_host_results(tmp_path: Path, fleet: list[SshHost], monkeypatch: pytest.MonkeyPatch,
+                                                     mlcube_cli: MlcubeCli) -> None:
+    inventory = write_inventory(tmp_path, fleet, groups={"gpu": [0, 1, 2], "spare": [3]})
+    fleet_settings(monkeypatch, fleet, inventory, tmp_path, hosts="gpu")
+    cube = example_cube(tmp_path)
+    name = remote_name(str(cube))
+
+    configured = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    hosts_dir = cube / "workspace" / "hosts"
+    manifest = json.loads((hosts_dir / "manifest.json").read_text())
+    assert sorted(manifest["hosts"]) == ["node1", "node2", "node3"]
+    for node in ("node1", "node2", "node3"):
+        greeting = hosts_dir / node / "greeting.txt"
+        assert greeting.read_text() == "Hello, World!\n"
+        entry = manifest["hosts"][node]
+        assert entry["exit_code"] == 0 and entry["duration_s"] > 0
+        [output] = [o for o in entry["outputs"] if o["path"] == "greeting.txt"]
+        assert output["sha256"] == hashlib.sha256(greeting.read_bytes()).hexdigest()
+        assert f"[{node}] Hello, World!" in ran.stdout
+    assert not (cube / "workspace" / "greeting.txt").exists()  # nothing overwrote anything
+    # group_vars/gpu.yml moved the gpu group's cubes; the spare host outside the pattern was not touched.
+    for index in (0, 1, 2):
+        listing = remote(fleet[index], "ls", f"{fleet[index].user.home}/fleet-cubes", check=True).stdout
+        assert name in listing
+    spare = fleet[3]
+    assert remote(spare, "test", "-e", f"{spare.user.home}/fleet-cubes/{name}").returncode != 0
+    assert remote(spare, "test", "-e", f"{spare.user.home}/mlcube/{name}").returncode != 0
+
+
+def test_dead_host_fails_alone_and_quickly(tmp_path: Path, fleet: list[SshHost], monkeypatch: pytest.MonkeyPatch,
+                                           mlcube_cli: MlcubeCli) -> None:
+    inventory = write_inventory(tmp_path, fleet, groups={"gpu": [0, 1]}, dead=True)
+    fleet_settings(monkeypatch, fleet, inventory, tmp_path, hosts="gpu", connect_timeout=5)
+    cube = example_cube(tmp_path)
+
+    started = time.monotonic()
+    configured = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert configured.returncode != 0
+    assert "dead at check: unreachable" in configured.stdout, configured.stdout
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    elapsed = time.monotonic() - started
+
+    assert ran.returncode != 0
+    assert "run failed on 1 host(s): dead at check: unreachable" in ran.stdout, ran.stdout
+    for node in ("node1", "node2"):
+        assert (cube / "workspace" / "hosts" / node / "greeting.txt").read_text() == "Hello, World!\n"
+    manifest = json.loads((cube / "workspace" / "hosts" / "manifest.json").read_text())
+    assert manifest["hosts"]["dead"]["failed_step"] == "check"
+    assert elapsed < 120, elapsed  # a closed port fails at once, not after minutes of retries
