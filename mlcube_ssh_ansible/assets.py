@@ -39,12 +39,12 @@ def collection_paths() -> list[Path]:
     return [Path(p).expanduser() for p in paths + sys.path if p]
 
 
-def check_controller() -> None:
-    """Fail before touching any host when ansible.posix, rsync or ssh is missing on this machine."""
+def check_controller(needs_sshpass: bool = False) -> None:
+    """Fail before touching any host when ansible.posix, rsync, ssh (or sshpass) is missing here."""
     marker = Path("ansible_collections", "ansible", "posix", "plugins", "modules", "synchronize.py")
     if not any((base / marker).is_file() for base in collection_paths()):
         raise EnvironmentProblem(f"the Ansible collection ansible.posix is missing: {POSIX_FIX}")
-    for tool in ("rsync", "ssh"):
+    for tool in ("rsync", "ssh", "sshpass")[: 3 if needs_sshpass else 2]:
         if shutil.which(tool) is None:
             raise EnvironmentProblem(f"`{tool}` is not on PATH: install it (e.g. apt-get install {tool})")
 

@@ -41,6 +41,7 @@ class Invocation:
     verbosity: int = 0
     host_key_checking: bool = True
     keep_artifacts: bool = False
+    password: str | None = field(default=None, repr=False)
 
 
 def environment(host_key_checking: bool) -> dict[str, str]:
@@ -70,6 +71,11 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
     inventory_file.write_text(yaml.safe_dump(invocation.inventory, sort_keys=False))
     inventory_file.chmod(0o600)
     cmdline = ["--check", "--diff"] if invocation.check else []
+    passwords = None
+    if invocation.password is not None:
+        # Answered in memory by ansible-runner; suppress_env_files keeps it out of env/passwords.
+        cmdline.append("--ask-pass")
+        passwords = {r"^SSH password:\s*?$": invocation.password}
     result = ansible_runner.run(
         private_data_dir=private,
         playbook=str(invocation.playbook),
@@ -84,6 +90,8 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         event_handler=event_handler,
         cancel_callback=(lambda: cancel.is_set()) if cancel else None,
         settings={"suppress_ansible_output": invocation.verbosity == 0},
+        passwords=passwords,
+        suppress_env_files=True,
     )
     rc = result.rc if isinstance(result.rc, int) else 1
     outcome = Outcome(status=result.status, rc=rc, stats=result.stats or {})  # stats are read from disk

@@ -80,8 +80,9 @@ def ssh_args(settings: Settings) -> list[str]:
         f"ConnectTimeout={settings.connect_timeout}",
         "ServerAliveInterval=15",
         "ServerAliveCountMax=4",
-        "BatchMode=yes",
     ]
+    if not (settings.password_env or settings.password_prompt):
+        options.append("BatchMode=yes")  # never hang on a prompt nobody answers
     if settings.host_key_checking == "off":
         options += ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"]
     else:

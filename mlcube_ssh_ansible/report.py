@@ -75,11 +75,20 @@ class HostReport:
     steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
 
 
+HOST_KEY_HINT = (
+    "the host key is not known or has changed: check the key with the host's owner, then add it with "
+    "`ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts` (or the file in 'known_hosts'), or use "
+    "host_key_checking: accept-new for hosts seen for the first time"
+)
+
+
 def _reason(res: dict[str, Any]) -> str:
     """One line that says why a task failed, from whatever the module returned."""
     for key in ("stderr", "msg", "stdout"):
         text = res.get(key)
         if isinstance(text, str) and text.strip():
+            if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+                return HOST_KEY_HINT
             lines = [line for line in text.strip().splitlines() if line.strip()]
             return lines[-1].strip()[:500]
     return "failed"

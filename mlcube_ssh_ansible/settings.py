@@ -37,7 +37,8 @@ TOP_KEYS = (
     "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
-AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file")
+AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 DEFAULT_REMOTE_ROOT = "~/mlcube"
 DEFAULT_VENV_LOCATION = "~/.mlcube-ssh-ansible"
@@ -68,6 +69,8 @@ class Settings:
     interpreter: Interpreter = field(default_factory=Interpreter)
     user: str | None = None
     identity_file: str | None = None
+    password_env: str | None = None
+    password_prompt: bool = False
     inventory: str | None = None
     hosts: str = "all"
     forks: int = DEFAULT_FORKS
@@ -222,11 +225,19 @@ def _interpreter(value: Any) -> Interpreter:
     return Interpreter(kind, python, requirements, location, name)
 
 
-def _authentication(value: Any) -> tuple[str | None, str | None]:
+@dataclass(frozen=True)
+class _Authentication:
+    user: str | None
+    identity_file: str | None
+    password_env: str | None
+    password_prompt: bool
+
+
+def _authentication(value: Any) -> _Authentication:
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
-        raise SettingsError("authentication", "must be a mapping with keys user, identity_file")
+        raise SettingsError("authentication", "must be a mapping with keys " + ", ".join(AUTHENTICATION_KEYS))
     _unknown_keys(value, AUTHENTICATION_KEYS, "authentication.")
     user = _string(value.get("user"), "authentication.user")
     if user is not None and not _USER.match(user):
@@ -238,7 +249,13 @@ def _authentication(value: Any) -> tuple[str | None, str | None]:
             "is the old spelling of identity_file and disagrees with it; keep only identity_file",
         )
     key = "authentication.identity_file" if identity else "authentication.identify_file"
-    return user, local_file(identity or alias, key)
+    password_env = _string(value.get("password_env"), "authentication.password_env")
+    if password_env is not None and not _ENV_NAME.match(password_env):
+        raise SettingsError("authentication.password_env", f"{password_env!r} is not an environment variable name")
+    prompt = _boolean(value.get("password_prompt"), "authentication.password_prompt", False)
+    if prompt and password_env:
+        raise SettingsError("authentication.password_prompt", "use either password_env or password_prompt")
+    return _Authentication(user, local_file(identity or alias, key), password_env, prompt)
 
 
 def parse_settings(section: Mapping[str, Any]) -> Settings:
@@ -269,7 +286,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         raise SettingsError("hosts", f"{hosts!r} must be an Ansible host pattern without spaces")
     if host and hosts != "all":
         raise SettingsError("hosts", "a host pattern needs 'inventory'; with 'host' there is one host")
-    user, identity_file = _authentication(section.get("authentication"))
+    auth = _authentication(section.get("authentication"))
     checking = _choice(section.get("host_key_checking"), "host_key_checking", HOST_KEY_CHECKING, "strict")
     known_hosts = _string(section.get("known_hosts"), "known_hosts")
     if known_hosts is not None:
@@ -287,8 +304,10 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         port=_integer(section.get("port"), "port", 1, 65535),
         remote_root=remote_path(section.get("remote_root"), "remote_root", DEFAULT_REMOTE_ROOT),
         interpreter=_interpreter(section.get("interpreter")),
-        user=user,
-        identity_file=identity_file,
+        user=auth.user,
+        identity_file=auth.identity_file,
+        password_env=auth.password_env,
+        password_prompt=auth.password_prompt,
         inventory=inventory,
         hosts=hosts,
         forks=_integer(section.get("forks"), "forks", 1, 500) or DEFAULT_FORKS,

@@ -14,10 +14,11 @@ import signal
 import socket
 import threading
 import time
+import sys
 import uuid
 from typing import Any, Iterator, Sequence
 
-from . import assets, records
+from . import assets, credentials, records
 from .errors import HostFailure, Interrupted
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
@@ -44,7 +45,17 @@ def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any
         verbosity=verbosity,
         host_key_checking=settings.host_key_checking != "off",
         keep_artifacts=settings.keep_artifacts,
+        password=credentials.password(settings),
     )
+
+
+def _preflight(settings: Settings) -> None:
+    """Controller-side checks and warnings, before any host is touched."""
+    assets.check_controller(needs_sshpass=bool(settings.password_env or settings.password_prompt))
+    if settings.host_key_checking == "off":
+        sys.stderr.write("mlcube-ssh-ansible: warning: host_key_checking is off, so host keys are not "
+                         "verified and anyone on the network path can impersonate the host; "
+                         "use 'strict' or 'accept-new'\n")
 
 
 def _reporter(settings: Settings, reporter: Reporter | None) -> Reporter:
@@ -83,7 +94,7 @@ def _interruptible() -> Iterator[threading.Event]:
 def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None, check: bool = False,
               verbosity: int = 0) -> Outcome:
     """Create/check the remote Python, upload the cube, and run the remote `mlcube configure`."""
-    assets.check_controller()
+    _preflight(settings)
     reporter = _reporter(settings, reporter)
     invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity)
     with _interruptible() as cancel:
@@ -100,7 +111,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     Ctrl-C stops the remote task too (and the containers it started), fetches what exists when
     `fetch_on_interrupt`, and raises Interrupted (exit code 130).
     """
-    assets.check_controller()
+    _preflight(settings)
     reporter = _reporter(settings, reporter)
     job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
     holder = {"mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
