@@ -18,10 +18,10 @@ class SettingsError(SshAnsibleError):
 
     exit_code = 2
 
-    def __init__(self, key: str, problem: str) -> None:
+    def __init__(self, key: str, problem: str, kind: str = "setting") -> None:
         self.key = key
         self.problem = problem
-        super().__init__(f"setting '{key}': {problem}")
+        super().__init__(f"{kind} '{key}': {problem}")
 
 
 class EnvironmentProblem(SshAnsibleError):

@@ -19,6 +19,7 @@ from typing import Any
 
 from .render import Job, remote_name
 from .report import Reporter
+from .errors import SettingsError
 from .settings import Settings
 
 RECORDS_DIR = ".mlcube-ssh-ansible"
@@ -68,6 +69,17 @@ def start_record(settings: Settings, job: Job) -> dict[str, Any]:
         "hosts": {},
     }
     _write_json(runs_dir(job.workspace) / f"{job.run_id}.json", record)
+    return record
+
+
+def load_record(workspace: str, run_id: str) -> dict[str, Any]:
+    """A run's record, as `run` wrote it."""
+    path = runs_dir(workspace) / f"{run_id}.json"
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SettingsError("run", f"no readable record of run {run_id} in {path.parent}: {error}",
+                            kind="option") from None
     return record
 
 

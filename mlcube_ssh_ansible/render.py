@@ -30,6 +30,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import SettingsError
 from .settings import Settings
 
 # Where the ssh master sockets live: stable across commands so a second command reuses the first
@@ -55,6 +56,32 @@ class Job:
     run_options: tuple[str, ...] = ()
     run_id: str = ""
     detach: bool = False
+
+
+# MLCube's remote docker runner joins task arguments and run options into one shell string (os.system),
+# so characters a shell would interpret can't be passed on as data: they are refused instead.
+_SHELL_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
+_TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def check_job(job: Job) -> Job:
+    """Refuse task names, task arguments and run options that would not stay data on the remote host."""
+    for task in job.tasks:
+        if not _TASK_NAME.match(task):
+            raise SettingsError(task, "task names may use only letters, digits and . _ -", kind="task")
+    for argument in job.task_args:
+        name, sep, value = argument.partition("=")
+        if not sep or not _TASK_NAME.match(name):
+            raise SettingsError(argument, "task arguments look like name=value", kind="task argument")
+        if not _SHELL_SAFE_VALUE.match(value):
+            raise SettingsError(
+                name, f"{value!r} has characters a shell interprets (spaces, quotes, ; & $ ` ...); MLCube's "
+                "remote runner passes task arguments through a shell, so use a plain relative path",
+                kind="task argument")
+    for option in job.run_options:
+        if not _SHELL_SAFE_VALUE.match(option.partition("=")[2]):
+            raise SettingsError(option.partition("=")[0], "has characters a shell interprets", kind="option")
+    return job
 
 
 def remote_name(cube_root: str) -> str:
@@ -152,4 +179,4 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
 
 def render(settings: Settings, job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both dicts at once: the single entry point the workflow and `render` command use."""
-    return render_inventory(settings), render_extravars(settings, job)
+    return render_inventory(settings), render_extravars(settings, check_job(job))

@@ -24,6 +24,10 @@ STEPS = {
 FOLLOW_TASK = "Follow mlcube run"
 FETCH_DEST_TASK = "Choose where this host's results go"
 FETCH_TASK = "Fetch the workspace"
+STATUS_TASK = "Read the run's state"
+LAUNCH_TASK = "Start mlcube run"
+RESULT_TASK = "Fail the hosts whose MLCube task failed"
+VALIDATE_ACTIONS = {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 QUIET_STEPS = {"check"}  # only reported when they fail
 
 
@@ -71,6 +75,8 @@ class HostReport:
     run_ended: str | None = None
     fetch_dest: str | None = None
     fetched: list[str] = field(default_factory=list)
+    status: dict[str, Any] | None = None
+    run_dir: str | None = None
     stderr: StderrFilter = field(default_factory=StderrFilter)
     steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
 
@@ -117,6 +123,12 @@ class Reporter:
             for host in self.hosts:
                 self._close_step(host)
         host = data.get("host")
+        if data.get("task_action") in VALIDATE_ACTIONS and kind != "runner_on_failed":
+            return True  # role argument checks: noise unless they fail
+        if host and data.get("task") == RESULT_TASK:
+            if kind == "runner_on_failed":
+                self._fail(host, "remote run", _reason(data.get("res") or {}))
+            return True
         if host and kind == "runner_retry" and data.get("task") == FOLLOW_TASK:
             self._show_output(host, data.get("res") or {})
         elif host and kind == "runner_on_start":
@@ -140,10 +152,6 @@ class Reporter:
         report = self._open_step(host, data)
         res = data.get("res") or {}
         task = data.get("task")
-        if not data.get("role"):  # the play's closing check that fails a host whose task failed
-            if kind == "runner_on_failed":
-                self._fail(host, "remote run", _reason(res))
-            return
         if kind == "runner_on_skipped":
             return
         step = report.step or "?"
@@ -155,6 +163,11 @@ class Reporter:
             report.run_started, report.run_ended = res.get("started"), res.get("ended")
             if "rc" in res:
                 report.run_rc = int(res["rc"])
+        elif task == STATUS_TASK:
+            self._show_output(host, res)
+            report.status = {key: res.get(key) for key in ("running", "rc", "started", "ended", "msg")}
+        elif task == LAUNCH_TASK:
+            report.run_dir = res.get("run_dir")
         elif task == FETCH_DEST_TASK:
             report.fetch_dest = (res.get("ansible_facts") or {}).get("_mlcube_ssh_fetch_dest")
         elif task == FETCH_TASK:
@@ -173,7 +186,7 @@ class Reporter:
             self.write(prefix + line)
 
     def _fail(self, host: str, step: str, reason: str) -> None:
-        report = self.hosts[host]
+        report = self.hosts.setdefault(host, HostReport())
         if report.failed_step is None:
             report.failed_step, report.reason = step, reason
         self._close_step(host)

@@ -19,7 +19,7 @@ import uuid
 from typing import Any, Iterator, Sequence
 
 from . import assets, credentials, records
-from .errors import HostFailure, Interrupted
+from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
 from .report import Reporter
@@ -109,7 +109,8 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     """Upload what changed, run the tasks remotely, fetch the workspace back (also after a failure).
 
     Ctrl-C stops the remote task too (and the containers it started), fetches what exists when
-    `fetch_on_interrupt`, and raises Interrupted (exit code 130).
+    `fetch_on_interrupt`, and raises Interrupted (exit code 130). With ``job.detach`` the task is only
+    started: it keeps running on the hosts, and `attach`, `status`, `logs` and `fetch` find it by run id.
     """
     _preflight(settings)
     reporter = _reporter(settings, reporter)
@@ -129,3 +130,50 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     records.finish_record(record, reporter, job)
     raise Interrupted(f"run {job.run_id} interrupted; the remote task was stopped"
                       + ("; outputs so far were fetched" if fetch_on_interrupt else ""))
+
+
+def latest_run_id(job: Job) -> str:
+    """The newest run recorded next to this workspace (run ids sort by time)."""
+    recorded = sorted(records.runs_dir(job.workspace).glob("*.json"))
+    if not recorded:
+        raise SettingsError("run", f"no run recorded in {records.runs_dir(job.workspace)}: start one with `run`",
+                            kind="option")
+    return recorded[-1].stem
+
+
+def _recorded(job: Job, run_id: str | None) -> tuple[Job, dict[str, Any]]:
+    """The job with the run's id and tasks, and its local record (from `run`)."""
+    run_id = run_id or latest_run_id(job)
+    record = records.load_record(job.workspace, run_id)
+    return dataclasses.replace(job, run_id=run_id, tasks=tuple(record.get("tasks") or job.tasks)), record
+
+
+def status(settings: Settings, job: Job, *, run_id: str | None = None, logs: bool = False,
+           reporter: Reporter | None = None, verbosity: int = 0) -> dict[str, dict[str, Any]]:
+    """Per host: running or not, exit code and times of a run (default: the latest); with `logs`, its output."""
+    _preflight(settings)
+    reporter = _reporter(settings, reporter or Reporter(show_steps=False))
+    job, _ = _recorded(job, run_id)
+    invocation = _invocation("status", settings, job, extra={"mlcube_ssh_logs": logs}, verbosity=verbosity)
+    outcome = run_playbook(invocation, reporter)
+    _finish("status", outcome, reporter)
+    return {host: report.status or {} for host, report in reporter.hosts.items()}
+
+
+def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter: Reporter | None = None,
+           verbosity: int = 0, follow: bool = True, fetch: bool = True) -> Outcome:
+    """Follow a run to its end and fetch exactly as an attached `run` would (`attach`); or only follow its
+    output (`logs --follow`); or only fetch what exists now (`fetch`)."""
+    _preflight(settings)
+    reporter = _reporter(settings, reporter)
+    job, record = _recorded(job, run_id)
+    tags = ("remote_run",) * follow + ("fetch",) * fetch
+    invocation = _invocation("attach", settings, job, tags=tags, verbosity=verbosity,
+                             extra={"mlcube_ssh_follow_cursor": uuid.uuid4().hex})
+    with _interruptible() as cancel:
+        outcome = run_playbook(invocation, reporter, cancel)
+    if cancel.is_set():
+        raise Interrupted(f"stopped following run {job.run_id}; it keeps running on the hosts")
+    if fetch:
+        records.finish_record(record, reporter, job)
+    return _finish("run" if follow else "fetch", outcome, reporter)

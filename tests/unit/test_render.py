@@ -101,3 +101,22 @@ def test_remote_name_is_shell_safe_and_distinct() -> None:
     assert remote_name("/a/mnist") != remote_name("/b/mnist")
     assert remote_name("/a/mnist").startswith("mnist-")
     assert remote_name("/a/...") .startswith("cube-")
+
+
+def test_task_arguments_that_a_remote_shell_would_interpret_are_refused() -> None:
+    import pytest
+
+    from mlcube_ssh_ansible.errors import SettingsError
+    from mlcube_ssh_ansible.render import check_job
+
+    ok = Job(cube_root="/c", workspace="/c/workspace", tasks=("train",), task_args=("data=in/x.csv",),
+             run_options=("--gpus=all", "--memory=8g"))
+    assert check_job(ok) is ok
+    for bad in ("data=a b", "data=$(id)", "data=`id`", "data=x;rm", "data=a&b", "data='q'", 'data="q"'):
+        with pytest.raises(SettingsError, match="task argument 'data'") as caught:
+            check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("t",), task_args=(bad,)))
+        assert "\n" not in str(caught.value)
+    with pytest.raises(SettingsError, match="task 'a;b'"):
+        check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("a;b",)))
+    with pytest.raises(SettingsError, match="option '--gpus'"):
+        check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("t",), run_options=("--gpus=$(id)",)))

@@ -17,6 +17,7 @@ options:
   cursor: {type: str, default: default, description: Name of this reader's read position.}
   wait: {type: float, default: 2.0, description: Seconds to wait for new output.}
   max_bytes: {type: int, default: 262144, description: Most bytes returned per stream per call.}
+  rewind: {type: bool, default: false, description: Read from the start and leave the cursor alone.}
 author: mlcube-ssh-ansible
 """
 
@@ -24,7 +25,7 @@ RETURN = r"""
 stdout: {description: New complete lines of standard output., returned: always, type: str}
 stderr: {description: New complete lines of standard error., returned: always, type: str}
 done: {description: Whether the command ended and everything was read., returned: always, type: bool}
-rc: {description: The command's exit code once done., returned: when done, type: int}
+rc: {description: The command's exit code once it ended., returned: once ended, type: int}
 running: {description: Whether the command's process group is still alive., returned: always, type: bool}
 started: {description: When the command started (ISO 8601)., returned: always, type: str}
 ended: {description: When the command ended (ISO 8601)., returned: once ended, type: str}
@@ -69,6 +70,7 @@ def main() -> None:
             cursor=dict(type="str", default="default"),
             wait=dict(type="float", default=2.0),
             max_bytes=dict(type="int", default=262144),
+            rewind=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -76,11 +78,13 @@ def main() -> None:
     if not os.path.isdir(run_dir):
         module.fail_json(msg="no such run on this host: %s" % run_dir)
     cursor_file = os.path.join(run_dir, ".cursor-" + "".join(c for c in module.params["cursor"] if c.isalnum()))
-    try:
-        with open(cursor_file) as handle:
-            offsets = json.load(handle)
-    except (OSError, ValueError):
-        offsets = {}
+    offsets = {}
+    if not module.params["rewind"]:
+        try:
+            with open(cursor_file) as handle:
+                offsets = json.load(handle)
+        except (OSError, ValueError):
+            pass
     deadline = time.time() + max(0.0, module.params["wait"])
     while True:
         ended = os.path.exists(os.path.join(run_dir, "rc"))
@@ -96,9 +100,10 @@ def main() -> None:
         if any(chunks.values()) or complete or time.time() >= deadline:
             break
         time.sleep(0.1)
-    with open(cursor_file + ".tmp", "w") as handle:
-        json.dump(offsets, handle)
-    os.replace(cursor_file + ".tmp", cursor_file)
+    if not module.params["rewind"]:
+        with open(cursor_file + ".tmp", "w") as handle:
+            json.dump(offsets, handle)
+        os.replace(cursor_file + ".tmp", cursor_file)
     result = dict(changed=False, done=complete, running=_alive(run_dir),
                   stdout=chunks["stdout"].decode("utf-8", "replace"),
                   stderr=chunks["stderr"].decode("utf-8", "replace"))
@@ -108,7 +113,7 @@ def main() -> None:
                 result[name] = handle.read().strip()
         except OSError:
             pass
-    if complete:
+    if ended:  # the exit code is known as soon as the command ended; `done` waits for all output too
         with open(os.path.join(run_dir, "rc")) as handle:
             result["rc"] = int(handle.read().strip() or 1)
     module.exit_json(**result)
