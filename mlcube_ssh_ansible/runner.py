@@ -78,6 +78,11 @@ def _cli_context() -> dict[str, Any]:
     return {"params": dict(ctx.params), "args": list(ctx.args)}
 
 
+def _verbosity() -> int:
+    """`mlcube --log-level debug` shows Ansible's own output too."""
+    return 1 if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else 0
+
+
 class SshAnsibleRun(Runner):
     """Runs MLCube tasks on remote hosts: Ansible does the remote work, this class only hands over."""
 
@@ -98,16 +103,24 @@ class SshAnsibleRun(Runner):
     def configure(self) -> None:
         """`mlcube configure`: remote Python, upload, remote `mlcube configure`."""
         try:
-            workflow.configure(settings_from(self.mlcube), self._job())
+            workflow.configure(settings_from(self.mlcube), self._job(), verbosity=_verbosity())
         except SettingsError as error:
             _exit(error)
         except SshAnsibleError as error:
             raise RemoteError.mlcube_configure_error(type(self).__name__, str(error), code=error.exit_code) from None
 
     def run(self) -> None:
-        """`mlcube run`: upload what changed, run the task remotely, fetch the workspace."""
+        """`mlcube run`: upload what changed, run the tasks remotely, fetch the workspace.
+
+        MLCube calls this once per task of `--task=a,b`; the first call runs them all in one play
+        (one upload, one remote `mlcube run --task=a,b`, one fetch) and the later calls have nothing left.
+        """
+        requested = [name for name in str(_cli_context()["params"].get("task") or "").split(",") if name]
+        tasks = tuple(requested) if self.task in requested else (str(self.task),)
+        if tasks.index(str(self.task)) > 0:
+            return
         try:
-            workflow.run(settings_from(self.mlcube), self._job((str(self.task),)))
+            workflow.run(settings_from(self.mlcube), self._job(tasks), verbosity=_verbosity())
         except SettingsError as error:
             _exit(error)
         except SshAnsibleError as error:
