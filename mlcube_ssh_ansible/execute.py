@@ -42,6 +42,7 @@ class Invocation:
     host_key_checking: bool = True
     keep_artifacts: bool = False
     password: str | None = field(default=None, repr=False)
+    limit: str | None = None
 
 
 def environment(host_key_checking: bool) -> dict[str, str]:
@@ -83,6 +84,7 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         extravars=invocation.extravars,
         envvars=environment(invocation.host_key_checking),
         forks=invocation.forks,
+        limit=invocation.limit,
         tags=",".join(invocation.tags) or None,
         cmdline=" ".join(cmdline) or None,
         verbosity=invocation.verbosity or None,

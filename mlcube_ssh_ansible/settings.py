@@ -34,7 +34,7 @@ INTERPRETER_TYPES = ("system", "virtualenv")
 TOP_KEYS = (
     "runner", "host", "port", "platform", "remote_root", "interpreter", "authentication",
     "inventory", "hosts", "forks", "host_key_checking", "known_hosts", "connect_timeout",
-    "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage",
+    "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage", "retries",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
 AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
@@ -82,6 +82,7 @@ class Settings:
     keep_artifacts: bool = False
     serial: str | int = 0
     max_fail_percentage: int = 100
+    retries: int = 2
 
 
 def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -319,6 +320,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         excludes=_word_list(section.get("excludes"), "excludes"),
         keep_artifacts=_boolean(section.get("keep_artifacts"), "keep_artifacts", False),
         serial=_serial(section.get("serial")),
+        retries=_default(_integer(section.get("retries"), "retries", 0, 10), 2),
         max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
                                      100),
     )

@@ -22,7 +22,7 @@ from . import assets, credentials, records
 from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
-from .report import Reporter
+from .report import HostReport, Reporter
 from .settings import Settings
 
 
@@ -91,6 +91,35 @@ def _interruptible() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+# Steps a host can be retried from after a lost connection: nothing on it was started yet.
+BEFORE_LAUNCH = ("check", "python env", "upload", "remote configure")
+
+
+def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter,
+                  cancel: threading.Event) -> Outcome:
+    """Run the play; rerun it for hosts that were unreachable before their task started, `retries` times.
+
+    Every step is idempotent, so a rerun only finishes what the lost connection interrupted.
+    """
+    outcome = run_playbook(invocation, reporter, cancel)
+    for attempt in range(1, settings.retries + 1):
+        lost = {host: reason for host, (step, reason) in reporter.failures().items()
+                if reason.startswith("unreachable") and step in BEFORE_LAUNCH}
+        if not lost or cancel.is_set():
+            break
+        for host, reason in sorted(lost.items()):
+            reporter.write(f"{host}: retry {attempt}/{settings.retries} after: {reason}")
+            reporter.hosts[host] = HostReport()
+        time.sleep(attempt)
+        per_host = {"mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
+        retry = dataclasses.replace(invocation, limit=",".join(sorted(lost)),
+                                    extravars={**invocation.extravars, **per_host})
+        retried = run_playbook(retry, reporter, cancel)
+        failed_elsewhere = set(reporter.failures()) - set(lost)
+        outcome = retried if not failed_elsewhere else dataclasses.replace(retried, rc=retried.rc or outcome.rc)
+    return outcome
+
+
 def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None, check: bool = False,
               verbosity: int = 0) -> Outcome:
     """Create/check the remote Python, upload the cube, and run the remote `mlcube configure`."""
@@ -98,7 +127,7 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
     reporter = _reporter(settings, reporter)
     invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity)
     with _interruptible() as cancel:
-        outcome = run_playbook(invocation, reporter, cancel)
+        outcome = _with_retries(invocation, settings, reporter, cancel)
     if cancel.is_set():
         raise Interrupted("configure interrupted; the remote hosts may be half-configured: run configure again")
     return _finish("configure", outcome, reporter)
@@ -119,7 +148,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     invocation = _invocation("run", settings, job, extra=holder, verbosity=verbosity)
     record = records.start_record(settings, job)
     with _interruptible() as cancel:
-        outcome = run_playbook(invocation, reporter, cancel)
+        outcome = _with_retries(invocation, settings, reporter, cancel)
     if not cancel.is_set():
         records.finish_record(record, reporter, job)
         return _finish("run", outcome, reporter)
@@ -168,8 +197,10 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
     reporter = _reporter(settings, reporter)
     job, record = _recorded(job, run_id)
     tags = ("remote_run",) * follow + ("fetch",) * fetch
-    invocation = _invocation("attach", settings, job, tags=tags, verbosity=verbosity,
-                             extra={"mlcube_ssh_follow_cursor": uuid.uuid4().hex})
+    extra: dict[str, Any] = {"mlcube_ssh_follow_cursor": uuid.uuid4().hex}
+    if len(record.get("hosts") or {}) > 1:
+        extra["mlcube_ssh_per_host_results"] = True
+    invocation = _invocation("attach", settings, job, tags=tags, verbosity=verbosity, extra=extra)
     with _interruptible() as cancel:
         outcome = run_playbook(invocation, reporter, cancel)
     if cancel.is_set():

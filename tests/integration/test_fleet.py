@@ -105,6 +105,7 @@ def test_dead_host_fails_alone_and_quickly(tmp_path: Path, fleet: list[SshHost],
 
     assert ran.returncode != 0
     assert "run failed on 1 host(s): dead at check: unreachable" in ran.stdout, ran.stdout
+    assert "dead: retry 2/2 after: unreachable" in ran.stdout  # transient failures get retries, shown
     for node in ("node1", "node2"):
         assert (cube / "workspace" / "hosts" / node / "greeting.txt").read_text() == "Hello, World!\n"
     manifest = json.loads((cube / "workspace" / "hosts" / "manifest.json").read_text())
