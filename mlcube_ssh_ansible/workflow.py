@@ -18,7 +18,7 @@ import sys
 import uuid
 from typing import Any, Iterator, Sequence
 
-from . import assets, credentials, records
+from . import assets, credentials, records, upload
 from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
@@ -31,9 +31,18 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+def rendered(settings: Settings, job: Job, *, uploads: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inventory and extra-vars exactly as a command passes them (the `render` command writes these)."""
+    inventory, extravars = render(settings, job)
+    if uploads:
+        extravars["mlcube_ssh_exclude_from"] = upload.exclude_file(job.cube_root,
+                                                                   extravars["mlcube_ssh_workspace_in_cube"])
+    return inventory, extravars
+
+
 def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any] | None = None,
                 tags: Sequence[str] = (), check: bool = False, verbosity: int = 0) -> Invocation:
-    inventory, extravars = render(settings, job)
+    inventory, extravars = rendered(settings, job, uploads=name in ("configure", "run"))
     return Invocation(
         playbook=assets.playbook(name),
         inventory=inventory,
@@ -56,6 +65,12 @@ def _preflight(settings: Settings) -> None:
         sys.stderr.write("mlcube-ssh-ansible: warning: host_key_checking is off, so host keys are not "
                          "verified and anyone on the network path can impersonate the host; "
                          "use 'strict' or 'accept-new'\n")
+
+
+def _warn_size(job: Job, reporter: Reporter) -> None:
+    warning = upload.too_many_files_warning(job.cube_root)
+    if warning:
+        reporter.write(warning)
 
 
 def _reporter(settings: Settings, reporter: Reporter | None) -> Reporter:
@@ -125,6 +140,7 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
     """Create/check the remote Python, upload the cube, and run the remote `mlcube configure`."""
     _preflight(settings)
     reporter = _reporter(settings, reporter)
+    _warn_size(job, reporter)
     invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity)
     with _interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
@@ -143,6 +159,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     """
     _preflight(settings)
     reporter = _reporter(settings, reporter)
+    _warn_size(job, reporter)
     job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
     holder = {"mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
     invocation = _invocation("run", settings, job, extra=holder, verbosity=verbosity)

@@ -120,3 +120,16 @@ def test_task_arguments_that_a_remote_shell_would_interpret_are_refused() -> Non
         check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("a;b",)))
     with pytest.raises(SettingsError, match="option '--gpus'"):
         check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("t",), run_options=("--gpus=$(id)",)))
+
+
+def test_many_files_warn_before_upload(tmp_path) -> None:
+    from mlcube_ssh_ansible.upload import MANY_FILES, too_many_files_warning
+
+    (tmp_path / ".git").mkdir()
+    for index in range(MANY_FILES):
+        (tmp_path / ".git" / str(index)).touch()  # .git is never uploaded: not counted
+    assert too_many_files_warning(str(tmp_path)) is None
+    for index in range(MANY_FILES + 1):
+        (tmp_path / str(index)).touch()
+    warning = too_many_files_warning(str(tmp_path))
+    assert warning is not None and ".mlcubeignore" in warning and "\n" not in warning

@@ -1,0 +1,71 @@
+"""What to upload: git's own ignore rules, `.mlcubeignore`, and a warning for huge trees.
+
+rsync's filter rules only approximate `.gitignore` (no negation across levels, different anchoring),
+so when the cube is in a git work tree, git itself lists what it ignores and that list becomes an
+rsync exclude file. `.mlcubeignore` files use rsync's filter syntax (dir-merge, see the docs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .records import RECORDS_DIR
+from .render import DEFAULT_EXCLUDES
+
+MANY_FILES = 10_000
+EXCLUDES_FILE = "upload-excludes"
+
+
+def git_ignored(cube_root: str) -> list[str] | None:
+    """Paths below `cube_root` that git ignores (folders end with /), or None outside a git work tree."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    listed = subprocess.run(
+        [git, "-C", cube_root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"],
+        capture_output=True, timeout=60, check=False,
+    )
+    if listed.returncode != 0:
+        return None
+    return [path for path in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if path]
+
+
+def exclude_file(cube_root: str, workspace_in_cube: bool) -> str:
+    """Write git's ignore list as an rsync exclude file under the cube's own records folder; '' if none.
+
+    The workspace is never excluded (it is often git-ignored, yet it holds the task's inputs).
+    """
+    ignored = git_ignored(cube_root) or []
+    keep = ("workspace/",) if workspace_in_cube else ()
+    rules = [f"/{path}" for path in ignored if not path.startswith(keep + (RECORDS_DIR + "/",))]
+    target = Path(cube_root, RECORDS_DIR, EXCLUDES_FILE)
+    if not rules:
+        target.unlink(missing_ok=True)
+        return ""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(rules) + "\n", encoding="utf-8", errors="surrogateescape")
+    return str(target)
+
+
+def count_files(cube_root: str, limit: int = MANY_FILES + 1) -> int:
+    """Files an upload would consider (the default excludes' folders left out), counting up to `limit`."""
+    skipped = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/")}
+    count = 0
+    for _, dirnames, filenames in os.walk(cube_root):
+        dirnames[:] = [name for name in dirnames if name not in skipped]
+        count += len(filenames)
+        if count >= limit:
+            break
+    return count
+
+
+def too_many_files_warning(cube_root: str) -> str | None:
+    """A one-line warning before a first sync of a huge tree; None when the tree is small."""
+    count = count_files(cube_root)
+    if count <= MANY_FILES:
+        return None
+    return (f"warning: {cube_root} holds more than {MANY_FILES} files to upload; list what the remote host "
+            "does not need in .gitignore or .mlcubeignore")
