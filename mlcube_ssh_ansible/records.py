@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import SettingsError
 from .render import Job, remote_name
 from .report import Reporter
-from .errors import SettingsError
 from .settings import Settings
 
 RECORDS_DIR = ".mlcube-ssh-ansible"

@@ -101,7 +101,7 @@ def remote_name(cube_root: str) -> str:
 def ssh_args(settings: Settings) -> list[str]:
     """The ssh options every connection gets: Ansible's own and synchronize's rsync alike."""
     options = [
-        f"ControlMaster=auto",
+        "ControlMaster=auto",
         f"ControlPersist={CONTROL_PERSIST}",
         f"ControlPath={CONTROL_PATH}",
         f"ConnectTimeout={settings.connect_timeout}",

@@ -50,9 +50,8 @@ class StderrFilter:
         for line in lines:
             if line.startswith("Traceback (most recent call last)") or "Warning: " in line:
                 self.skipping = True
-            elif not line.strip() or line.startswith("During handling of the above exception"):
-                continue
-            elif self.skipping and line.startswith((" ", "\t")):
+            elif (not line.strip() or line.startswith("During handling of the above exception")
+                  or (self.skipping and line.startswith((" ", "\t")))):
                 continue
             else:
                 self.skipping = False
@@ -120,8 +119,8 @@ class Reporter:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         if kind == "playbook_on_stats":
-            for host in self.hosts:
-                self._close_step(host)
+            for name in self.hosts:
+                self._close_step(name)
         host = data.get("host")
         if data.get("task_action") in VALIDATE_ACTIONS and kind != "runner_on_failed":
             return True  # role argument checks: noise unless they fail

@@ -25,7 +25,7 @@ from .settings import Settings, default_platform_section, parse_settings
 RUN_OPTIONS = ("network", "security", "gpus", "memory", "cpu")
 
 
-class RemoteError(ExecutionError):
+class RemoteError(ExecutionError):  # type: ignore[misc]  # mlcube has no type hints
     """Our failure in MLCube's terms; MLCube's CLI exits with ``context['code']``."""
 
 
@@ -50,10 +50,10 @@ def settings_from(mlcube: DictConfig) -> Settings:
     """The validated platform section of an effective MLCube configuration."""
     section = OmegaConf.to_container(mlcube.runner, resolve=True)
     assert isinstance(section, dict)
-    return parse_settings(section)
+    return parse_settings({str(key): value for key, value in section.items()})
 
 
-class Config(RunnerConfig):
+class Config(RunnerConfig):  # type: ignore[misc]
     """Defaults written into the system settings file, and validation before any host is touched."""
 
     DEFAULT = OmegaConf.create(default_platform_section())
@@ -83,7 +83,7 @@ def _verbosity() -> int:
     return 1 if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else 0
 
 
-class SshAnsibleRun(Runner):
+class SshAnsibleRun(Runner):  # type: ignore[misc]
     """Runs MLCube tasks on remote hosts: Ansible does the remote work, this class only hands over."""
 
     CONFIG = Config

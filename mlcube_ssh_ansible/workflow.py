@@ -12,9 +12,9 @@ import getpass
 import os
 import signal
 import socket
+import sys
 import threading
 import time
-import sys
 import uuid
 from typing import Any, Iterator, Sequence
 

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from mlcube_ssh_ansible.render import remote_name
 import yaml
 
+from mlcube_ssh_ansible.render import remote_name
 from tests.hosts import SshHost, example_cube, free_port, mlcube_settings, remote
 
 from .conftest import MlcubeCli
@@ -57,7 +56,8 @@ def fleet_settings(monkeypatch: pytest.MonkeyPatch, fleet: list[SshHost], invent
     return path
 
 
-def test_group_runs_in_parallel_with_per_host_results(tmp_path: Path, fleet: list[SshHost], monkeypatch: pytest.MonkeyPatch,
+def test_group_runs_in_parallel_with_per_host_results(tmp_path: Path, fleet: list[SshHost],
+                                                     monkeypatch: pytest.MonkeyPatch,
                                                      mlcube_cli: MlcubeCli) -> None:
     inventory = write_inventory(tmp_path, fleet, groups={"gpu": [0, 1, 2], "spare": [3]})
     fleet_settings(monkeypatch, fleet, inventory, tmp_path, hosts="gpu")
