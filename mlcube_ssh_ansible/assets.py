@@ -30,6 +30,11 @@ def roles_dir() -> Path:
     return _PACKAGE / "roles"
 
 
+def callback_plugins_dir() -> Path:
+    """Our Ansible callback plugins (the lifeline that ends ansible-playbook with its parent)."""
+    return _PACKAGE / "callback_plugins"
+
+
 def collection_paths() -> list[Path]:
     """Where ansible-playbook (run with this Python) looks for collections."""
     configured = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get("ANSIBLE_COLLECTIONS_PATHS")

@@ -58,6 +58,9 @@ def environment(host_key_checking: bool) -> dict[str, str]:
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
         "ANSIBLE_PIPELINING": "True",
+        # Ends ansible-playbook if this process dies; ansible-runner adds its own callback folder after ours.
+        "ANSIBLE_CALLBACK_PLUGINS": str(assets.callback_plugins_dir()),
+        "ANSIBLE_CALLBACKS_ENABLED": "mlcube_ssh_lifeline",
     }
 
 

@@ -34,8 +34,9 @@ from .errors import SettingsError
 from .settings import Settings
 
 # Where the ssh master sockets live: stable across commands so a second command reuses the first
-# one's connection (ControlPersist), and short enough for the 108-byte socket path limit.
-CONTROL_PATH = "~/.ansible/cp/mlcube-%C"
+# one's connection (ControlPersist), and short enough for the 108-byte socket path limit. The name
+# includes a digest of the settings that decide whom we trust, so changing them opens a new master.
+CONTROL_PATH = "~/.ansible/cp/mlcube-{trust}-%C"
 CONTROL_PERSIST = "60s"
 
 # Never worth uploading: version control, caches, virtualenvs and editors' droppings.
@@ -100,10 +101,12 @@ def remote_name(cube_root: str) -> str:
 
 def ssh_args(settings: Settings) -> list[str]:
     """The ssh options every connection gets: Ansible's own and synchronize's rsync alike."""
+    trust = "\0".join([settings.host_key_checking, settings.known_hosts or "", settings.identity_file or "",
+                        settings.password_env or "", str(settings.password_prompt)])
     options = [
         "ControlMaster=auto",
         f"ControlPersist={CONTROL_PERSIST}",
-        f"ControlPath={CONTROL_PATH}",
+        "ControlPath=" + CONTROL_PATH.format(trust=hashlib.sha256(trust.encode()).hexdigest()[:8]),
         f"ConnectTimeout={settings.connect_timeout}",
         "ServerAliveInterval=15",
         "ServerAliveCountMax=4",

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from .records import RECORDS_DIR
-from .render import DEFAULT_EXCLUDES
+from .render import DEFAULT_EXCLUDES, remote_name
 
 MANY_FILES = 10_000
 EXCLUDES_FILE = "upload-excludes"
@@ -34,14 +34,15 @@ def git_ignored(cube_root: str) -> list[str] | None:
 
 
 def exclude_file(cube_root: str, workspace_in_cube: bool) -> str:
-    """Write git's ignore list as an rsync exclude file under the cube's own records folder; '' if none.
+    """Write git's ignore list as an rsync exclude file in ~/.cache/mlcube-ssh-ansible/; '' if none.
 
     The workspace is never excluded (it is often git-ignored, yet it holds the task's inputs).
     """
     ignored = git_ignored(cube_root) or []
     keep = ("workspace/",) if workspace_in_cube else ()
     rules = [f"/{path}" for path in ignored if not path.startswith(keep + (RECORDS_DIR + "/",))]
-    target = Path(cube_root, RECORDS_DIR, EXCLUDES_FILE)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible")
+    target = cache / f"{remote_name(cube_root)}.{EXCLUDES_FILE}"
     if not rules:
         target.unlink(missing_ok=True)
         return ""

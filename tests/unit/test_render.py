@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from mlcube_ssh_ansible.render import DEFAULT_EXCLUDES, Job, remote_name, render
 from mlcube_ssh_ansible.settings import parse_settings
 
 SSH_ARGS = (
-    "-o ControlMaster=auto -o ControlPersist=60s -o 'ControlPath=~/.ansible/cp/mlcube-%C' "
+    "-o ControlMaster=auto -o ControlPersist=60s -o 'ControlPath=~/.ansible/cp/mlcube-TRUST-%C' "
     "-o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o BatchMode=yes "
 )
+
+
+def trust_free(ssh_args: str) -> str:
+    """The ssh args with the ControlPath's trust digest replaced by TRUST (checked on its own below)."""
+    return re.sub(r"mlcube-[0-9a-f]{8}-%C", "mlcube-TRUST-%C", ssh_args)
 
 
 def test_one_host_golden(tmp_path) -> None:
@@ -27,6 +33,7 @@ def test_one_host_golden(tmp_path) -> None:
     job = Job(cube_root="/home/u/cubes/mnist", workspace="/home/u/cubes/mnist/workspace",
               tasks=("train",), task_args=("epochs=3",), run_options=("--gpus=all",))
     inventory, extravars = render(settings, job)
+    inventory["all"]["vars"]["ansible_ssh_args"] = trust_free(inventory["all"]["vars"]["ansible_ssh_args"])
     assert inventory == {
         "all": {
             "vars": {
@@ -67,6 +74,7 @@ def test_one_host_golden(tmp_path) -> None:
         "mlcube_ssh_detach": False,
     }
     # The quoted path survives the shlex split that Ansible's ssh plugin does.
+    inventory, _ = render(settings, job)
     assert f"UserKnownHostsFile={known}" in shlex.split(inventory["all"]["vars"]["ansible_ssh_args"])
 
 
@@ -133,3 +141,20 @@ def test_many_files_warn_before_upload(tmp_path) -> None:
         (tmp_path / str(index)).touch()
     warning = too_many_files_warning(str(tmp_path))
     assert warning is not None and ".mlcubeignore" in warning and "\n" not in warning
+
+
+def test_control_path_changes_with_whom_we_trust(tmp_path) -> None:
+    """A master opened under one known_hosts/key must not serve a command that trusts differently."""
+    known = tmp_path / "known_hosts"
+    known.write_text("x")
+
+    def control_path(**extra: object) -> str:
+        settings = parse_settings({"host": "h", "platform": "docker", "interpreter": {"type": "system"}, **extra})
+        args = shlex.split(render(settings, Job(cube_root="/c", workspace="/c/workspace"))[0]["all"]["vars"]
+                           ["ansible_ssh_args"])
+        return next(arg for arg in args if arg.startswith("ControlPath="))
+
+    assert control_path() == control_path()
+    assert control_path() != control_path(known_hosts=str(known))
+    assert control_path() != control_path(host_key_checking="accept-new")
+    assert len(control_path(known_hosts=str(known))) < 60  # ssh's socket path limit is 108 bytes

@@ -28,6 +28,7 @@ pid: {description: Process group id of the command., returned: success, type: in
 """
 
 import datetime
+import fcntl
 import json
 import os
 import signal
@@ -106,24 +107,37 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    busy = _running_holder(params["lock"])
-    if busy is not None:
-        module.fail_json(msg="busy: run %s of this cube (started %s by %s) is still running on this host"
-                         % (busy.get("run_id"), busy.get("started"), busy.get("holder") or "unknown"))
-    if module.check_mode:
-        module.exit_json(changed=True, run_dir=params["run_dir"])
-    run_dir = params["run_dir"]
-    os.makedirs(run_dir, exist_ok=True)
-    started = _now()
-    _write(os.path.join(run_dir, "argv.json"), json.dumps(params["argv"]))
-    _write(os.path.join(run_dir, "started"), started)
-    for name in ("rc", "pid", "ended"):
-        if os.path.exists(os.path.join(run_dir, name)):
-            os.remove(os.path.join(run_dir, name))
     os.makedirs(os.path.dirname(params["lock"]), exist_ok=True)
-    _write(params["lock"], json.dumps({"run_id": os.path.basename(run_dir), "run_dir": run_dir,
-                                       "started": started, "holder": params["holder"]}))
+    # Check, record and start under one lock, so two launches at the same moment cannot both start.
+    with open(params["lock"] + ".guard", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        busy = _running_holder(params["lock"])
+        if busy is not None:
+            module.fail_json(msg="busy: run %s of this cube (started %s by %s) is still running on this host"
+                             % (busy.get("run_id"), busy.get("started"), busy.get("holder") or "unknown"))
+        if module.check_mode:
+            module.exit_json(changed=True, run_dir=params["run_dir"])
+        argv = [os.path.expanduser(params["argv"][0])] + params["argv"][1:]
+        if not os.path.exists(argv[0]) and "/" in argv[0]:
+            module.fail_json(msg="%s does not exist on this host" % argv[0])
+        run_dir = params["run_dir"]
+        os.makedirs(run_dir, exist_ok=True)
+        started = _now()
+        _write(os.path.join(run_dir, "argv.json"), json.dumps(argv))
+        _write(os.path.join(run_dir, "started"), started)
+        for name in ("rc", "pid", "ended"):
+            if os.path.exists(os.path.join(run_dir, name)):
+                os.remove(os.path.join(run_dir, name))
+        _write(params["lock"], json.dumps({"run_id": os.path.basename(run_dir), "run_dir": run_dir,
+                                           "started": started, "holder": params["holder"]}))
+        pid = _start_detached(argv, params["chdir"], run_dir)
+    if pid is None:
+        module.fail_json(msg="the command did not start", run_dir=run_dir)
+    module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started)
 
+
+def _start_detached(argv: list, chdir: str, run_dir: str):
+    """Double-fork a supervisor in a new session; return the command's process group id once known."""
     first = os.fork()
     if first == 0:
         os.setsid()
@@ -134,17 +148,16 @@ def main() -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, 1024)
-        _supervise(params["argv"], params["chdir"], run_dir)
+        _supervise(argv, chdir, run_dir)
     os.waitpid(first, 0)
     deadline = time.time() + 10
-    while not os.path.exists(os.path.join(run_dir, "pid")) and time.time() < deadline:
-        time.sleep(0.01)
-    try:
-        with open(os.path.join(run_dir, "pid")) as handle:
-            pid = int(handle.read())
-    except (OSError, ValueError):
-        module.fail_json(msg="the command did not start", run_dir=run_dir)
-    module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started)
+    while time.time() < deadline:
+        try:
+            with open(os.path.join(run_dir, "pid")) as handle:
+                return int(handle.read())
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    return None
 
 
 if __name__ == "__main__":
