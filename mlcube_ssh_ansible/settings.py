@@ -329,21 +329,16 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
 def default_platform_section() -> dict[str, Any]:
     """What MLCube writes into the system settings file when it first finds this runner.
 
-    Only the original SSH runner's keys: MLCube warns about every default key that a user's
-    platform section lacks, and the newer keys all have defaults of their own.
+    Only the original SSH runner's keys, with nothing nested: MLCube warns about every default key
+    a user's platform section lacks and then deep-merges this whole section under the user's, so a
+    nested default (say, requirements) would silently land in a user's own interpreter section.
     """
     return {
         "runner": RUNNER_NAME,
         "host": "",
         "platform": "docker",
         "remote_root": DEFAULT_REMOTE_ROOT,
-        "interpreter": {
-            "type": "virtualenv",
-            "python": "python3",
-            "requirements": "mlcube mlcube-docker",
-            "location": DEFAULT_VENV_LOCATION,
-            "name": DEFAULT_VENV_NAME,
-        },
+        "interpreter": {},
         "authentication": {},
     }
 
