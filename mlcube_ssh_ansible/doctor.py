@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import assets
-from .errors import SshAnsibleError
+from . import assets, credentials
+from .errors import Interrupted, SshAnsibleError
 from .execute import Invocation, run_playbook
 from .render import Job, render
 from .settings import Settings
@@ -36,7 +37,6 @@ MIN_ANSIBLE_CORE = (2, 15)
 PLAYBOOK = "doctor"
 CHECKS_FACT = "mlcube_ssh_doctor_checks"
 FINAL_TASK = "Fail when a check failed"  # the role's own verdict: its reasons are already in the checks
-SSH_PREFIX = "Failed to connect to the host via ssh:"
 
 Write = Callable[[str], None]
 
@@ -90,7 +90,8 @@ def check_ansible_core() -> Check:
                      "reinstall ansible-core in this environment")
     if _version(version) < MIN_ANSIBLE_CORE:
         need = ".".join(map(str, MIN_ANSIBLE_CORE))
-        return Check("ansible-core", False, f"{version} is older than {need}", f"pip install 'ansible-core>={need}'")
+        return Check("ansible-core", False, f"{version} is older than {need}",
+                     f"pip install 'ansible-core>={need}'")
     return Check("ansible-core", True, f"{version} ({where})")
 
 
@@ -123,8 +124,8 @@ def check_tool(tool: str, why: str = "") -> Check:
 
 
 def password_configured(settings: Settings) -> bool:
-    """True when the settings carry an SSH password (any field named like one), so sshpass is needed."""
-    return any("password" in name and bool(value) for name, value in vars(settings).items())
+    """True when the settings log in with a password (so Ansible needs sshpass)."""
+    return bool(settings.password_env or settings.password_prompt)
 
 
 def controller_checks() -> list[Check]:
@@ -132,7 +133,10 @@ def controller_checks() -> list[Check]:
 
 
 def settings_check(settings: Settings, source: str) -> Check:
-    where = f"{settings.host}:{settings.port or 22}" if settings.host else f"hosts '{settings.hosts}' of {settings.inventory}"
+    if settings.host:
+        where = f"{settings.host}:{settings.port or 22}"
+    else:
+        where = f"hosts '{settings.hosts}' of {settings.inventory}"
     user = f" as {settings.user}" if settings.user else ""
     return Check("settings", True, f"{source}: {where}{user}, remote platform {settings.platform}, "
                  f"interpreter {settings.interpreter.type}")
@@ -183,9 +187,8 @@ def _last_line(res: dict[str, Any]) -> str:
 
 
 def _ssh_reason(message: str) -> str:
-    text = message.replace("\r", "")
-    if text.startswith(SSH_PREFIX):
-        text = text[len(SSH_PREFIX):]
+    prefixes = r"^(Task failed: )?(Failed to connect to the host via ssh: )?"
+    text = re.sub(prefixes, "", message.replace("\r", ""))
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("@")]
     return lines[-1] if lines else "unreachable"
 
@@ -196,14 +199,15 @@ def unreachable_checks(host: str, message: str, target: tuple[str, str], setting
     known_hosts = settings.known_hosts or "~/.ssh/known_hosts"
     reason = _ssh_reason(message)
     answered = Check("reachable", True, f"sshd answers on {address} port {port}", host=host)
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message or "Host key for" in message and "has changed" in message:
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message or "has changed and you have requested" in message:
         entry = f"'[{address}]:{port}'" if port != "22" else address
         return [answered, Check(
             "host key", False, f"changed since it was recorded in {known_hosts}",
-            f"make sure the host was reinstalled (not impersonated), then ssh-keygen -R {entry} -f {known_hosts} "
-            f"and ssh-keyscan -p {port} {address} >> {known_hosts}", host=host)]
+            f"make sure the host was reinstalled (not impersonated), then ssh-keygen -R {entry} "
+            f"-f {known_hosts} and ssh-keyscan -p {port} {address} >> {known_hosts}", host=host)]
     if "Host key verification failed" in message or "host key is known" in message:
-        return [answered, Check("host key", False, f"not known: ssh-keyscan -p {port} {address} >> {known_hosts}",
+        scan = f"ssh-keyscan -p {port} {address} >> {known_hosts}"
+        return [answered, Check("host key not known", False, scan,
                                 "compare the scanned key's fingerprint with the host's before trusting it",
                                 host=host)]
     lowered = reason.lower()
@@ -236,12 +240,28 @@ def _role_checks(host: str, entries: list[dict[str, Any]], settings: Settings) -
     checks: list[Check] = []
     for entry in entries:
         check = Check(str(entry.get("name")), str(entry.get("status")).strip() == "ok",
-                      " ".join(str(entry.get("detail") or "").split()), " ".join(str(entry.get("fix") or "").split()),
-                      host=host)
+                      " ".join(str(entry.get("detail") or "").split()),
+                      " ".join(str(entry.get("fix") or "").split()), host=host)
         checks.append(check)
         if check.name == "reachable":
             checks.append(_host_key_check(host, settings))
     return checks
+
+
+def fresh_connections(inventory: dict[str, Any]) -> dict[str, Any]:
+    """The inventory with ssh multiplexing off, so every check makes a real login.
+
+    A master connection that an earlier command left open (ControlPersist) would otherwise answer for
+    the host and hide a host key or login that no longer works.
+    """
+    group = dict(inventory.get("all", {}).get("vars") or {})
+    args = shlex.split(str(group.get("ansible_ssh_args", "")))
+    kept: list[str] = []
+    for flag, value in zip(args[::2], args[1::2]):
+        if not (flag == "-o" and value.split("=")[0] in ("ControlMaster", "ControlPersist", "ControlPath")):
+            kept += [flag, value]
+    group["ansible_ssh_args"] = shlex.join([*kept, "-o", "ControlMaster=no", "-o", "ControlPath=none"])
+    return {**inventory, "all": {**inventory.get("all", {}), "vars": group}}
 
 
 @contextlib.contextmanager
@@ -258,20 +278,21 @@ def _interruptible() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def host_checks(settings: Settings, job: Job, *, verbosity: int = 0) -> list[Check]:
+def host_checks(settings: Settings, job: Job, *, verbosity: int = 0,
+                password: str | None = None) -> list[Check]:
     """Run the doctor playbook on every host of the settings; one Check per line to print."""
-    from .errors import Interrupted
 
     inventory, extravars = render(settings, job)
     invocation = Invocation(
         playbook=assets.playbook(PLAYBOOK),
-        inventory=inventory,
+        inventory=fresh_connections(inventory),
         extravars=extravars,
         extra_inventories=[settings.inventory] if settings.inventory else [],
         forks=settings.forks,
         verbosity=verbosity,
         host_key_checking=settings.host_key_checking != "off",
         keep_artifacts=settings.keep_artifacts,
+        password=password,
     )
     results = HostResults()
     with _interruptible() as cancel:
@@ -281,8 +302,8 @@ def host_checks(settings: Settings, job: Job, *, verbosity: int = 0) -> list[Che
     if not results.hosts:
         where = f" (Ansible artifacts kept in {outcome.artifacts})" if outcome.artifacts else ""
         pattern = settings.hosts if settings.inventory else settings.host
-        return [Check("hosts", False, f"no host matched '{pattern}' (ansible-playbook exited with {outcome.rc}){where}",
-                      "check 'hosts' and the inventory (ansible-inventory -i INVENTORY --graph)")]
+        return [Check("hosts", False, f"no host matched '{pattern}' (ansible-playbook exited with "
+                      f"{outcome.rc}){where}", "check 'hosts' and the inventory (ansible-inventory --graph)")]
     default_port = str(settings.port or 22)
     checks: list[Check] = []
     for host in results.hosts:
@@ -332,10 +353,16 @@ def doctor(load: Callable[[], tuple[Settings, Job, str]], *, write: Write, verbo
         verdict(checks, exit_code=2)
         raise  # not reached: verdict raised for the failed settings check
     add([settings_check(settings, source)])
+    password = None
     if password_configured(settings):
         add([check_tool("sshpass", " (needed for password logins)")])
+        try:
+            password = credentials.password(settings)
+        except SshAnsibleError as error:
+            add([Check("password", False, str(error), "set the variable, or use password_prompt")])
+            verdict(checks, exit_code=2)
     controller_code = 1 if all(check.ok for check in checks) else 3
     if checks[0].ok:  # without ansible-core no host can be checked
-        add(host_checks(settings, job, verbosity=verbosity))
+        add(host_checks(settings, job, verbosity=verbosity, password=password))
     write(verdict(checks, exit_code=controller_code))
     return checks

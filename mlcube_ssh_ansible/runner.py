@@ -57,6 +57,7 @@ class Config(RunnerConfig):  # type: ignore[misc]
     """Defaults written into the system settings file, and validation before any host is touched."""
 
     DEFAULT = OmegaConf.create(default_platform_section())
+    exit_on_error = True  # our own CLI sets False and reports the SettingsError itself
 
     @staticmethod
     def merge(mlcube: DictConfig) -> None:
@@ -67,6 +68,8 @@ class Config(RunnerConfig):  # type: ignore[misc]
         try:
             settings_from(mlcube)
         except SettingsError as error:
+            if not Config.exit_on_error:
+                raise
             _exit(error)
 
 

@@ -196,7 +196,9 @@ def make_user(name: str, key_dir: Path) -> TestUser:
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     authorized_keys = ssh_dir / "authorized_keys"
-    authorized_keys.write_text(public_key)
+    existing = authorized_keys.read_text() if authorized_keys.exists() else ""
+    if public_key not in existing:  # other test sessions on this machine keep their keys
+        authorized_keys.write_text(existing + public_key)
     for path, mode in ((ssh_dir, 0o700), (authorized_keys, 0o600)):
         os.chown(path, entry.pw_uid, entry.pw_gid)
         path.chmod(mode)
