@@ -19,9 +19,10 @@ class SettingsError(SshAnsibleError):
     exit_code = 2
 
     def __init__(self, key: str, problem: str, kind: str = "setting") -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{kind} '{key}': {problem}")
+        key = str(key)
+        self.key = key if key.isprintable() else repr(key)[1:-1]  # one line, whatever the user typed
+        self.problem = problem if problem.isprintable() else repr(problem)[1:-1]
+        super().__init__(f"{kind} '{self.key}': {self.problem}")
 
 
 class EnvironmentProblem(SshAnsibleError):

@@ -134,7 +134,9 @@ def render_inventory(settings: Settings) -> dict[str, Any]:
         "ansible_ssh_pipelining": True,
         "ansible_host_key_checking": settings.host_key_checking != "off",
         "ansible_ssh_timeout": settings.connect_timeout,
-        "ansible_python_interpreter": "auto_silent",
+        # The Python that runs (or creates the virtualenv for) MLCube runs Ansible's modules too: it exists
+        # there, and naming it saves interpreter discovery's round trip. An inventory may set its own.
+        "ansible_python_interpreter": settings.interpreter.python,
         "mlcube_ssh_platform": settings.platform,
         "mlcube_ssh_remote_root": settings.remote_root,
         "mlcube_ssh_interpreter_type": settings.interpreter.type,

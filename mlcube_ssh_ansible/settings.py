@@ -34,7 +34,7 @@ INTERPRETER_TYPES = ("system", "virtualenv")
 TOP_KEYS = (
     "runner", "host", "port", "platform", "remote_root", "interpreter", "authentication",
     "inventory", "hosts", "forks", "host_key_checking", "known_hosts", "connect_timeout",
-    "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage", "retries",
+    "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage", "retries", "skip_unchanged",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
 AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
@@ -83,6 +83,7 @@ class Settings:
     serial: str | int = 0
     max_fail_percentage: int = 100
     retries: int = 2
+    skip_unchanged: bool = True
 
 
 def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -108,7 +109,8 @@ def _string(value: Any, key: str, *, required: bool = False) -> str | None:
 def _integer(value: Any, key: str, low: int, high: int) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+    if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit())):
         raise SettingsError(key, f"must be a whole number from {low} to {high}, got {value!r}")
     number = int(value)
     if not low <= number <= high:
@@ -162,12 +164,22 @@ def remote_path(value: Any, key: str, default: str) -> str:
     return text.rstrip("/") or "/"
 
 
+def local_path(text: str, key: str) -> Path:
+    """A controller-side path with ~ expanded; a path the system can't even look at is a settings error."""
+    try:
+        path = Path(text).expanduser()
+        path.exists()  # raises for names too long for the file system
+    except (RuntimeError, OSError, ValueError) as error:
+        raise SettingsError(key, f"{text!r} is not a usable path on this machine ({error})") from None
+    return path
+
+
 def local_file(value: Any, key: str) -> str | None:
     """A controller-side file that must exist now: fail before connecting, not halfway through."""
     text = _string(value, key)
     if text is None:
         return None
-    path = Path(text).expanduser()
+    path = local_path(text, key)
     if not path.is_file():
         raise SettingsError(key, f"file {str(path)!r} does not exist on this machine")
     return str(path.resolve())
@@ -274,7 +286,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
     if not host and not inventory:
         raise SettingsError("host", "set 'host' (one machine) or 'inventory' (an Ansible inventory)")
     if inventory is not None:
-        inventory_path = Path(inventory).expanduser()
+        inventory_path = local_path(inventory, "inventory")
         if not inventory_path.exists():
             raise SettingsError("inventory", f"{str(inventory_path)!r} does not exist on this machine")
         inventory = str(inventory_path.resolve())
@@ -291,7 +303,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
     checking = _choice(section.get("host_key_checking"), "host_key_checking", HOST_KEY_CHECKING, "strict")
     known_hosts = _string(section.get("known_hosts"), "known_hosts")
     if known_hosts is not None:
-        known_hosts_path = Path(known_hosts).expanduser().resolve()
+        known_hosts_path = local_path(known_hosts, "known_hosts").resolve()
         if checking == "strict" and not known_hosts_path.is_file():
             raise SettingsError(
                 "known_hosts",
@@ -321,6 +333,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         keep_artifacts=_boolean(section.get("keep_artifacts"), "keep_artifacts", False),
         serial=_serial(section.get("serial")),
         retries=_default(_integer(section.get("retries"), "retries", 0, 10), 2),
+        skip_unchanged=_boolean(section.get("skip_unchanged"), "skip_unchanged", True),
         max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
                                      100),
     )

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any, Iterator, Sequence
 
-from . import assets, credentials, records, upload
+from . import assets, credentials, fingerprint, records, upload
 from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
@@ -31,18 +31,27 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def rendered(settings: Settings, job: Job, *, uploads: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Inventory and extra-vars exactly as a command passes them (the `render` command writes these)."""
+def rendered(settings: Settings, job: Job, *, exclude_from: str | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inventory and extra-vars exactly as a command that uploads passes them (`render` writes these)."""
     inventory, extravars = render(settings, job)
-    if uploads:
-        extravars["mlcube_ssh_exclude_from"] = upload.exclude_file(job.cube_root,
-                                                                   extravars["mlcube_ssh_workspace_in_cube"])
+    extravars["mlcube_ssh_exclude_from"] = _exclude_from(job) if exclude_from is None else exclude_from
     return inventory, extravars
 
 
+def _exclude_from(job: Job) -> str:
+    """git's own list of what it ignores in the cube, as an rsync exclude file ('' outside git)."""
+    in_cube = os.path.abspath(job.workspace) == os.path.join(os.path.abspath(job.cube_root), "workspace")
+    return upload.exclude_file(job.cube_root, in_cube)
+
+
 def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any] | None = None,
-                tags: Sequence[str] = (), check: bool = False, verbosity: int = 0) -> Invocation:
-    inventory, extravars = rendered(settings, job, uploads=name in ("configure", "run"))
+                tags: Sequence[str] = (), check: bool = False, verbosity: int = 0,
+                exclude_from: str | None = None) -> Invocation:
+    if name in ("configure", "run"):
+        inventory, extravars = rendered(settings, job, exclude_from=exclude_from)
+    else:
+        inventory, extravars = render(settings, job)
     return Invocation(
         playbook=assets.playbook(name),
         inventory=inventory,
@@ -141,12 +150,22 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
     _preflight(settings)
     reporter = _reporter(settings, reporter)
     _warn_size(job, reporter)
-    invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity)
+    exclude_from = _exclude_from(job)
+    current = fingerprint.digest(settings, job, exclude_from)
+    if settings.skip_unchanged and not check and fingerprint.unchanged(settings, job, current):
+        reporter.write(f"{settings.host or settings.hosts}: nothing changed since the last configure; hosts not "
+                       "contacted (skip_unchanged: false checks them anyway)")
+        return Outcome(status="skipped", rc=0)
+    invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity,
+                             exclude_from=exclude_from)
     with _interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if cancel.is_set():
         raise Interrupted("configure interrupted; the remote hosts may be half-configured: run configure again")
-    return _finish("configure", outcome, reporter)
+    outcome = _finish("configure", outcome, reporter)
+    if not check:
+        fingerprint.remember(settings, job, current)
+    return outcome
 
 
 def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbosity: int = 0,
@@ -168,7 +187,12 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if not cancel.is_set():
         records.finish_record(record, reporter, job)
-        return _finish("run", outcome, reporter)
+        try:
+            return _finish("run", outcome, reporter)
+        except HostFailure:
+            fingerprint.forget(settings, job)  # the next configure checks the hosts for real
+            raise
+    fingerprint.forget(settings, job)
     reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
     run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), Reporter(write=reporter.write))
     if fetch_on_interrupt:

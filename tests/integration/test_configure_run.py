@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,22 @@ def test_configure_run_fetch_and_idempotence(tmp_path: Path, ssh_host: SshHost, 
     remote_dir = f"{ssh_host.user.home}/mlcube/{remote_name(str(cube))}"
     assert "mlcube.yaml" in remote(ssh_host, "ls", remote_dir, check=True).stdout
 
-    # A second configure with nothing changed: every role reports changed=0, no remote file is touched.
-    before = remote_tree(ssh_host, f"{ssh_host.user.home}/mlcube")
+    # A second configure with nothing changed is skipped locally: the hosts are not contacted.
+    state_dir = f"{ssh_host.user.home}/mlcube/.mlcube-ssh-ansible/{remote_name(str(cube))}"
+    before = remote_tree(ssh_host, remote_dir) + remote_tree(ssh_host, state_dir)
+    again = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert again.returncode == 0 and "nothing changed since the last configure" in again.stdout, again.stdout
+    # Forced through Ansible anyway, every role reports changed=0 and no remote file is touched.
     reporter = quiet_reporter()
-    outcome = workflow.configure(platform_settings(settings_path), Job(str(cube), str(cube / "workspace")),
-                                 reporter=reporter)
+    settings = dataclasses.replace(platform_settings(settings_path), skip_unchanged=False)
+    outcome = workflow.configure(settings, Job(str(cube), str(cube / "workspace")), reporter=reporter)
     assert outcome.stats.get("changed", {}) == {}, outcome.stats
     assert [step for step, changed, _ in reporter.hosts[ssh_host.address].steps_done if changed] == []
-    assert remote_tree(ssh_host, f"{ssh_host.user.home}/mlcube") == before
+    assert remote_tree(ssh_host, remote_dir) + remote_tree(ssh_host, state_dir) == before
+    # A local change makes the next configure contact the host and upload it.
+    (cube / "build" / "hello.sh").write_text((cube / "build" / "hello.sh").read_text() + "\n# edited\n")
+    changed = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert changed.returncode == 0 and "upload changed" in changed.stdout, changed.stdout
 
     ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
     assert ran.returncode == 0, ran.stdout + ran.stderr

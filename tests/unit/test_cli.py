@@ -102,7 +102,9 @@ def test_run_builds_one_job_with_tasks_arguments_options_and_overrides(
     [call] = calls
     assert call["command"] == "run"
     assert call["job"] == Job(cube_root=str(cube), workspace=str(cube / "workspace"), tasks=("hello", "fail"),
-                              task_args=("name_file=other.txt",), run_options=("--gpus=all", "--memory=4g"))
+                              task_args=("name_file=other.txt",), run_options=("--gpus=all", "--memory=4g"),
+                              run_id=call["job"].run_id)
+    assert call["job"].run_id  # a fresh one, printed by --detach
     assert call["settings"].port == 2200 and call["settings"].connect_timeout == 7
     assert call["verbosity"] == 0
 
@@ -285,6 +287,7 @@ def test_render_writes_what_the_workflow_would_run(cube: Path, tmp_path: Path, s
     settings = parse_settings({**platform_section, "remote_root": "~/mlcube"})
     job = Job(str(cube), str(cube / "workspace"), ("hello",), ("name_file=n.txt",), ("--gpus=all",))
     inventory, extravars = render.render(settings, job)
+    extravars["mlcube_ssh_exclude_from"] = ""  # the cube is not in a git work tree
     assert yaml.safe_load((out / "inventory.yml").read_text()) == inventory
     assert yaml.safe_load((out / "extravars.yml").read_text()) == extravars
     root = Path(cli.__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ description:
 options:
   run_dir: {type: path, required: true, description: The run folder given to mlcube_ssh_launch.}
   cursor: {type: str, default: default, description: Name of this reader's read position.}
-  wait: {type: float, default: 2.0, description: Seconds to wait for new output.}
+  wait: {type: float, default: 5.0, description: Most seconds to wait for new output or the end.}
+  batch: {type: float, default: 1.0, description: Once some output arrived, seconds to gather more before returning.}
   max_bytes: {type: int, default: 262144, description: Most bytes returned per stream per call.}
   rewind: {type: bool, default: false, description: Read from the start and leave the cursor alone.}
 author: mlcube-ssh-ansible
@@ -68,7 +69,8 @@ def main() -> None:
         argument_spec=dict(
             run_dir=dict(type="path", required=True),
             cursor=dict(type="str", default="default"),
-            wait=dict(type="float", default=2.0),
+            wait=dict(type="float", default=5.0),
+            batch=dict(type="float", default=1.0),
             max_bytes=dict(type="int", default=262144),
             rewind=dict(type="bool", default=False),
         ),
@@ -85,19 +87,28 @@ def main() -> None:
                 offsets = json.load(handle)
         except (OSError, ValueError):
             pass
-    deadline = time.time() + max(0.0, module.params["wait"])
+    # Return at the end, or `batch` seconds after the first new output (fewer round trips, still live),
+    # or after `wait` seconds in any case (a heartbeat that shows the connection is alive).
+    started = time.time()
+    first_output = None
+    chunks = {stream: b"" for stream in STREAMS}
     while True:
         ended = os.path.exists(os.path.join(run_dir, "rc"))
-        chunks = {}
         for stream in STREAMS:
+            room = module.params["max_bytes"] - len(chunks[stream])
             data, offsets[stream] = _read_new(os.path.join(run_dir, stream + ".log"), offsets.get(stream, 0),
-                                              module.params["max_bytes"], ended)
-            chunks[stream] = data
+                                              room, ended)
+            chunks[stream] += data
         complete = ended and all(
             offsets[s] >= os.path.getsize(os.path.join(run_dir, s + ".log"))
             for s in STREAMS if os.path.exists(os.path.join(run_dir, s + ".log"))
         )
-        if any(chunks.values()) or complete or time.time() >= deadline:
+        now = time.time()
+        if first_output is None and any(chunks.values()):
+            first_output = now
+        full = any(len(chunk) >= module.params["max_bytes"] for chunk in chunks.values())
+        if complete or full or now - started >= module.params["wait"] or \
+                (first_output is not None and now - first_output >= module.params["batch"]):
             break
         time.sleep(0.1)
     if not module.params["rewind"]:
