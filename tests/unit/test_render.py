@@ -42,7 +42,7 @@ def test_one_host_golden(tmp_path) -> None:
                 "ansible_ssh_pipelining": True,
                 "ansible_host_key_checking": True,
                 "ansible_ssh_timeout": 10,
-                "ansible_python_interpreter": "auto_silent",
+                "ansible_python_interpreter": "/usr/bin/python3",
                 "mlcube_ssh_platform": "docker",
                 "mlcube_ssh_remote_root": "/srv/mlcube",
                 "mlcube_ssh_interpreter_type": "system",
