@@ -38,17 +38,18 @@ def _file_digest(path: str | None) -> str:
 
 
 def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
-    """What a configure depends on: the uploadable tree's metadata, the settings, the inventory."""
+    """What a configure depends on: the uploadable tree's metadata (but the workspace), the settings, the
+    inventory and git's ignore list."""
     skipped = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/")} | {RECORDS_DIR}
     summary = hashlib.sha256()
     summary.update(json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str).encode())
     summary.update(_file_digest(settings.inventory).encode() + _file_digest(exclude_from).encode())
-    summary.update(os.path.abspath(job.workspace).encode("utf-8", "surrogateescape"))
     root = os.path.abspath(job.cube_root)
-    results = os.path.join(os.path.abspath(job.workspace), "hosts")  # fleet results stay local
+    # The workspace is left out: remote `mlcube configure` does not read it, and `run` uploads it anyway.
+    workspace = os.path.abspath(job.workspace)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(name for name in dirnames
-                             if name not in skipped and os.path.join(dirpath, name) != results)
+                             if name not in skipped and os.path.join(dirpath, name) != workspace)
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             try:
