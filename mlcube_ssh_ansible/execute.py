@@ -17,6 +17,29 @@ from . import assets
 EventHandler = Callable[[dict[str, Any]], bool]
 
 
+class _UnsafeDumper(yaml.SafeDumper):
+    """YAML whose strings with template syntax are tagged `!unsafe`, so Ansible never templates them.
+
+    Ansible templates variables recursively: a local path such as `cube {{ lookup('pipe', 'rm -rf ~') }}`
+    would otherwise run on the controller as soon as a task uses it. Only strings with a `{` (every Jinja
+    delimiter starts with one) are tagged: ansible-core 2.19 re-resolves an `!unsafe` scalar as if it were
+    plain, which would turn '' into null and '1' into 1; no such resolution matches a string with a `{`.
+    """
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "{" in data:
+        return dumper.represent_scalar("!unsafe", data, style="'")
+    return dumper.represent_str(data)
+
+
+_UnsafeDumper.add_representer(str, _represent_str)
+
+
+def _unsafe_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_UnsafeDumper, sort_keys=False)
+
+
 @dataclass
 class Outcome:
     """What ansible-runner reports: status, return code, per-host stats, and kept artifacts."""
@@ -72,8 +95,12 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
     Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     private = tempfile.mkdtemp(prefix="mlcube-ssh-ansible-")  # created 0700
     inventory_file = Path(private, "inventory.yml")
-    inventory_file.write_text(yaml.safe_dump(invocation.inventory, sort_keys=False))
+    inventory_file.write_text(_unsafe_yaml(invocation.inventory))
     inventory_file.chmod(0o600)
+    # ansible-runner passes env/extravars as `-e @file`; a dict would go on the command line as JSON,
+    # where no value can be marked as data.
+    Path(private, "env").mkdir(mode=0o700)
+    Path(private, "env", "extravars").write_text(_unsafe_yaml(invocation.extravars))
     cmdline = ["--check", "--diff"] if invocation.check else []
     passwords = None
     if invocation.password is not None:
@@ -84,7 +111,6 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         private_data_dir=private,
         playbook=str(invocation.playbook),
         inventory=[str(inventory_file), *invocation.extra_inventories],
-        extravars=invocation.extravars,
         envvars=environment(invocation.host_key_checking),
         forks=invocation.forks,
         limit=invocation.limit,

@@ -22,7 +22,7 @@ from . import assets, credentials, fingerprint, records, upload
 from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
-from .report import HostReport, Reporter
+from .report import HOST_KEY_HINT, HostReport, Reporter
 from .settings import Settings
 
 
@@ -128,7 +128,7 @@ def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter
     outcome = run_playbook(invocation, reporter, cancel)
     for attempt in range(1, settings.retries + 1):
         lost = {host: reason for host, (step, reason) in reporter.failures().items()
-                if reason.startswith("unreachable") and step in BEFORE_LAUNCH}
+                if reason.startswith("unreachable") and step in BEFORE_LAUNCH and HOST_KEY_HINT not in reason}
         if not lost or cancel.is_set():
             break
         for host, reason in sorted(lost.items()):

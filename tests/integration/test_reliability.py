@@ -3,6 +3,7 @@ Ctrl-C, concurrent runs of one cube, and bad settings refused before any host is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -137,10 +138,8 @@ def kill_leftovers(host: SshHost, remote_dir: str) -> None:
     """Cleanup after a failed test, so a remote task does not outlive it."""
     processes, containers = leftovers(host, remote_dir)
     for pid in processes:
-        try:
+        with contextlib.suppress(OSError):  # gone meanwhile
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
     for container in containers:
         subprocess.run(["docker", "kill", container.split()[0]], capture_output=True, check=False)
 
@@ -241,7 +240,8 @@ def test_accept_new_records_a_new_host_and_refuses_a_changed_key(tmp_path: Path,
     # the key when it connected: end it, so that the next command really checks the key again.
     close_master(settings_path, ssh_host)
 
-    refused = mlcube("configure", *cube_args(cube), timeout=120)
+    # `run`, as a configure with nothing changed no longer contacts the host (skip_unchanged).
+    refused = mlcube("run", *cube_args(cube), "--task=hello", timeout=120)
 
     assert refused.returncode != 0, both(refused)
     output = both(refused)
@@ -249,6 +249,7 @@ def test_accept_new_records_a_new_host_and_refuses_a_changed_key(tmp_path: Path,
                      re.IGNORECASE), output
     assert any(ssh_host.address in line and "host key" in line.lower() for line in output.splitlines()), output
     assert known_hosts.read_text() == wrong_line  # accept-new never replaces a key it already has
+    assert not (cube / "workspace" / "greeting.txt").exists()
 
 
 def test_no_ssh_call_disables_host_key_checking_unless_off(tmp_path: Path, ssh_host: SshHost,
@@ -265,11 +266,11 @@ def test_no_ssh_call_disables_host_key_checking_unless_off(tmp_path: Path, ssh_h
     calls = ssh_calls(shim)
     rsync_calls = [argv for argv in calls if is_rsync(argv)]
     ansible_calls = [argv for argv in calls if not is_rsync(argv)]
-    assert rsync_calls, calls  # the upload and the fetch went through the shim too
+    # The upload (the host's rsync receives) and the fetch (it sends) went through the shim too.
+    assert any("--sender" not in argv for argv in rsync_calls), rsync_calls
+    assert any("--sender" in argv for argv in rsync_calls), rsync_calls
     assert ansible_calls, calls
-    insecure = [argv for argv in calls if INSECURE_OPTIONS.search(" ".join(argv))]
-    assert insecure == []
-    assert all(INSECURE_OPTIONS.search(" ".join(argv)) is None for argv in calls)
+    assert [argv for argv in calls if INSECURE_OPTIONS.search(" ".join(argv))] == []
     assert any("StrictHostKeyChecking=yes" in argv for argv in ansible_calls), ansible_calls[0]
 
     # With host_key_checking: off the options are there, for Ansible's connection and rsync alike.
@@ -393,8 +394,11 @@ def test_fetch_never_deletes_local_only_files(tmp_path: Path, ssh_host: SshHost,
 # -------------------------------------------------------------------------------------------- 4. interrupts
 
 
+@pytest.mark.parametrize("target", ["process", "group"])
 def test_ctrl_c_stops_the_remote_task_and_its_container(tmp_path: Path, ssh_host: SshHost, settings_file: Any,
-                                                        mlcube_cli: MlcubeCli, background: list) -> None:
+                                                        mlcube_cli: MlcubeCli, background: list,
+                                                        target: str) -> None:
+    """SIGINT to the mlcube process alone, and to its whole process group as a terminal's Ctrl-C sends it."""
     cube = configured(tmp_path, ssh_host, settings_file, mlcube_cli)
     (cube / "workspace" / "seconds.txt").write_text("60")
     remote_dir = remote_dir_of(ssh_host, cube)
@@ -404,7 +408,10 @@ def test_ctrl_c_stops_the_remote_task_and_its_container(tmp_path: Path, ssh_host
     processes, containers = leftovers(ssh_host, remote_dir)
     assert processes and containers, (processes, containers)  # what the interrupt must stop is really there
 
-    run.process.send_signal(signal.SIGINT)
+    if target == "process":
+        run.process.send_signal(signal.SIGINT)
+    else:
+        os.killpg(run.process.pid, signal.SIGINT)  # mlcube, ansible-playbook, its ssh: the terminal's way
     interrupted = time.monotonic()
     rc = run.finish(timeout=60)
     elapsed = time.monotonic() - interrupted
@@ -412,8 +419,13 @@ def test_ctrl_c_stops_the_remote_task_and_its_container(tmp_path: Path, ssh_host
     output = run.output
     assert rc == 130, output
     assert elapsed < 30, (elapsed, output)
-    said = [line for line in output.splitlines() if re.search(r"\binterrupted\b", line, re.IGNORECASE)]
-    assert said, output
+    [record] = (cube / "workspace" / ".mlcube-ssh-ansible" / "runs").glob("*.json")
+    run_id = json.loads(record.read_text())["run_id"]
+    # Said once when Ctrl-C arrives (stopping takes a few seconds), and once as the command's one-line outcome.
+    notices = [line for line in output.splitlines() if line.startswith("interrupted")]
+    outcomes = [line for line in output.splitlines() if f"run {run_id} interrupted" in line]
+    assert len(notices) == 1 and run_id in notices[0], output
+    assert len(outcomes) == 1 and "stopped" in outcomes[0], output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert leftovers(ssh_host, remote_dir) == ({}, [])
     assert not (cube / "workspace" / "slept.txt").exists()
@@ -457,6 +469,9 @@ BAD_SETTINGS: list[tuple[str, dict[str, Any], str]] = [
     ("non-numeric port", {"port": "twenty-two"}, "port"),
     ("out-of-range port", {"port": 70000}, "port"),
     ("missing identity file", {"authentication": {"identity_file": "/nonexistent/id_ed25519"}},
+     "authentication.identity_file"),
+    # A typo in the user part of ~user/...: no such user, so no home folder to expand.
+    ("identity file under an unknown user's home", {"authentication": {"identity_file": "~nosuchuser/.ssh/id"}},
      "authentication.identity_file"),
     ("relative remote_root", {"remote_root": "mlcube"}, "remote_root"),
     ("remote_root with ..", {"remote_root": "~/mlcube/../../etc"}, "remote_root"),
