@@ -15,23 +15,21 @@ check, or a closing ``ok`` line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shlex
 import shutil
-import signal
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import assets, credentials
 from .errors import Interrupted, SshAnsibleError
 from .execute import Invocation, run_playbook
 from .render import Job, render
 from .settings import Settings
+from .workflow import interruptible
 
 MIN_ANSIBLE_CORE = (2, 15)
 PLAYBOOK = "doctor"
@@ -264,20 +262,6 @@ def fresh_connections(inventory: dict[str, Any]) -> dict[str, Any]:
     return {**inventory, "all": {**inventory.get("all", {}), "vars": group}}
 
 
-@contextlib.contextmanager
-def _interruptible() -> Iterator[threading.Event]:
-    """Ctrl-C stops the doctor's playbook cleanly (ansible-runner polls the event)."""
-    cancel = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield cancel
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    try:
-        yield cancel
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def host_checks(settings: Settings, job: Job, *, verbosity: int = 0,
                 password: str | None = None) -> list[Check]:
     """Run the doctor playbook on every host of the settings; one Check per line to print."""
@@ -295,7 +279,7 @@ def host_checks(settings: Settings, job: Job, *, verbosity: int = 0,
         password=password,
     )
     results = HostResults()
-    with _interruptible() as cancel:
+    with interruptible() as cancel:
         outcome = run_playbook(invocation, results, cancel)
     if cancel.is_set():
         raise Interrupted("doctor interrupted")

@@ -9,7 +9,6 @@ the old misspelling `authentication.identify_file` is accepted as an alias of `i
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,8 +353,3 @@ def default_platform_section() -> dict[str, Any]:
         "interpreter": {},
         "authentication": {},
     }
-
-
-def expand_local(path: str) -> str:
-    """Absolute controller path, with ~ expanded (MLCube gives us absolute paths already)."""
-    return os.path.abspath(os.path.expanduser(path))

@@ -102,7 +102,7 @@ def _finish(command: str, outcome: Outcome, reporter: Reporter) -> Outcome:
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[threading.Event]:
+def interruptible() -> Iterator[threading.Event]:
     """Turn Ctrl-C into an event ansible-runner polls, so the play stops cleanly instead of mid-write."""
     cancel = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -158,7 +158,7 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
         return Outcome(status="skipped", rc=0)
     invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity,
                              exclude_from=exclude_from)
-    with _interruptible() as cancel:
+    with interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if cancel.is_set():
         raise Interrupted("configure interrupted; the remote hosts may be half-configured: run configure again")
@@ -183,7 +183,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     holder = {"mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
     invocation = _invocation("run", settings, job, extra=holder, verbosity=verbosity)
     record = records.start_record(settings, job)
-    with _interruptible() as cancel:
+    with interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if not cancel.is_set():
         records.finish_record(record, reporter, job)
@@ -242,7 +242,7 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
     if len(record.get("hosts") or {}) > 1:
         extra["mlcube_ssh_per_host_results"] = True
     invocation = _invocation("attach", settings, job, tags=tags, verbosity=verbosity, extra=extra)
-    with _interruptible() as cancel:
+    with interruptible() as cancel:
         outcome = run_playbook(invocation, reporter, cancel)
     if cancel.is_set():
         raise Interrupted(f"stopped following run {job.run_id}; it keeps running on the hosts")
