@@ -87,6 +87,15 @@ def environment(host_key_checking: bool) -> dict[str, str]:
     }
 
 
+def _without_password(envvars: dict[str, str], password: str | None) -> dict[str, str]:
+    """Blank every inherited variable that holds the password (e.g. authentication.password_env's):
+    ansible-runner writes its whole environment into artifacts/<id>/command, and Ansible gets the
+    password from its prompt instead."""
+    if not password:
+        return envvars
+    return {**envvars, **{name: "" for name, value in os.environ.items() if value == password}}
+
+
 def run_playbook(invocation: Invocation, event_handler: EventHandler,
                  cancel: threading.Event | None = None) -> Outcome:
     """Run one playbook through ansible-runner; keep the private data dir only on failure or when asked."""
@@ -111,7 +120,7 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         private_data_dir=private,
         playbook=str(invocation.playbook),
         inventory=[str(inventory_file), *invocation.extra_inventories],
-        envvars=environment(invocation.host_key_checking),
+        envvars=_without_password(environment(invocation.host_key_checking), invocation.password),
         forks=invocation.forks,
         limit=invocation.limit,
         tags=",".join(invocation.tags) or None,
