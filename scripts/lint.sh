@@ -26,7 +26,12 @@ if ((${#missing[@]})); then
     log "installing into .venv: ${missing[*]} (ansible-core stays ${before:-as it is})"
     # The constraint keeps pip from replacing the installed ansible-core to satisfy ansible-lint.
     constraint=()
-    [[ -n "$before" ]] && constraint=(--constraint <(printf 'ansible-core==%s\n' "$before"))
+    if [[ -n "$before" ]]; then
+        pins="$(mktemp)"
+        trap 'rm -f "$pins"' EXIT
+        printf 'ansible-core==%s\n' "$before" >"$pins"
+        constraint=(--constraint "$pins")
+    fi
     if ! "$py" -m pip install --disable-pip-version-check -q "${constraint[@]}" "${missing[@]}"; then
         log "could not install ${missing[*]}"
         exit 2
