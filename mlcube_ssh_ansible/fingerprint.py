@@ -20,6 +20,9 @@ from .render import DEFAULT_EXCLUDES, Job, remote_name
 from .settings import Settings
 
 
+LOCAL_ONLY = ("skip_unchanged", "keep_artifacts", "retries", "forks", "serial", "max_fail_percentage")
+
+
 def _state_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", "configured")
 
@@ -42,7 +45,9 @@ def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
     inventory and git's ignore list."""
     skipped = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/")} | {RECORDS_DIR}
     summary = hashlib.sha256()
-    summary.update(json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str).encode())
+    # Settings that change nothing on the hosts stay out (toggling them must not force a check).
+    relevant = {key: value for key, value in dataclasses.asdict(settings).items() if key not in LOCAL_ONLY}
+    summary.update(json.dumps(relevant, sort_keys=True, default=str).encode())
     summary.update(_file_digest(settings.inventory).encode() + _file_digest(exclude_from).encode())
     root = os.path.abspath(job.cube_root)
     # The workspace is left out: remote `mlcube configure` does not read it, and `run` uploads it anyway.

@@ -48,3 +48,10 @@ def test_remember_and_forget_per_target(cube: Path) -> None:
     assert not fingerprint.unchanged(other_host, job, fingerprint.digest(other_host, job))
     fingerprint.forget(settings, job)
     assert not fingerprint.unchanged(settings, job, current)
+
+
+def test_settings_that_change_nothing_remote_stay_out(cube: Path) -> None:
+    settings = parse_settings({"host": "h", "platform": "docker", "interpreter": {"type": "system"}})
+    job = Job(str(cube), str(cube / "workspace"))
+    local_only = dataclasses.replace(settings, skip_unchanged=False, keep_artifacts=True, forks=3)
+    assert fingerprint.digest(local_only, job) == fingerprint.digest(settings, job)
