@@ -19,7 +19,6 @@ from .records import RECORDS_DIR
 from .render import DEFAULT_EXCLUDES, Job, remote_name
 from .settings import Settings
 
-
 LOCAL_ONLY = ("skip_unchanged", "keep_artifacts", "retries", "forks", "serial", "max_fail_percentage")
 
 
