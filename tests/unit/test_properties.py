@@ -19,18 +19,11 @@ from mlcube_ssh_ansible.settings import (
     parse_settings,
     remote_path,
 )
+from tests.unit.test_settings import section
 
 # ------------------------------------------------------------------------------------- parse_settings
 
-BASE: dict[str, Any] = {
-    "runner": "ssh-ansible",
-    "host": "gpu1.example.org",
-    "platform": "docker",
-    "remote_root": "~/mlcube",
-    "interpreter": {"type": "virtualenv", "python": "python3", "requirements": "mlcube mlcube-docker",
-                    "location": "~/.venvs", "name": "mlcube"},
-    "authentication": {"user": "alice"},
-}
+BASE: dict[str, Any] = section()  # the valid section the settings tests start from
 
 # What YAML (through OmegaConf) can hand us: scalars, lists and mappings, nested.
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30),
