@@ -25,7 +25,6 @@ FOLLOW_TASK = "Follow mlcube run"
 FETCH_DEST_TASK = "Choose where this host's results go"
 FETCH_TASK = "Fetch the workspace"
 STATUS_TASK = "Read the run's state"
-LAUNCH_TASK = "Start mlcube run"
 RESULT_TASK = "Fail the hosts whose MLCube task failed"
 VALIDATE_ACTIONS = {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 QUIET_STEPS = {"check"}  # only reported when they fail
@@ -75,7 +74,6 @@ class HostReport:
     fetch_dest: str | None = None
     fetched: list[str] = field(default_factory=list)
     status: dict[str, Any] | None = None
-    run_dir: str | None = None
     stderr: StderrFilter = field(default_factory=StderrFilter)
     steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
 
@@ -165,8 +163,6 @@ class Reporter:
         elif task == STATUS_TASK:
             self._show_output(host, res)
             report.status = {key: res.get(key) for key in ("running", "rc", "started", "ended", "msg")}
-        elif task == LAUNCH_TASK:
-            report.run_dir = res.get("run_dir")
         elif task == FETCH_DEST_TASK:
             report.fetch_dest = (res.get("ansible_facts") or {}).get("_mlcube_ssh_fetch_dest")
         elif task == FETCH_TASK:

@@ -20,16 +20,28 @@ MLCUBE = VENV_BIN / "mlcube"
 MlcubeCli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
+PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+def user_env(path_prefix: Path | None = None) -> dict[str, str]:
+    """A user's environment: this venv not activated nor on PATH, nothing that weakens host key checks,
+    optionally a folder first on PATH (e.g. an ssh shim)."""
+    env = {key: value for key, value in os.environ.items()
+           if key != "VIRTUAL_ENV" and not key.startswith("ANSIBLE_")}
+    env["PATH"] = (f"{path_prefix}{os.pathsep}" if path_prefix else "") + PLAIN_PATH
+    return env
+
+
+def run_mlcube(*args: str, path_prefix: Path | None = None, timeout: float = 600
+               ) -> subprocess.CompletedProcess[str]:
+    """Run the installed `mlcube` as a user would, from a venv that is NOT on PATH (not activated)."""
+    return subprocess.run([str(MLCUBE), *args], capture_output=True, text=True, env=user_env(path_prefix),
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
 @pytest.fixture
 def mlcube_cli() -> MlcubeCli:
-    """Run the installed `mlcube` as a user would, from a venv that is NOT on PATH (not activated)."""
-
-    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
-        env["PATH"] = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-        return subprocess.run([str(MLCUBE), *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-    return run
+    return run_mlcube
 
 
 def platform_settings(settings_path: Path) -> Settings:

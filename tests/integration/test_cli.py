@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -15,22 +14,13 @@ import yaml
 from mlcube_ssh_ansible.render import remote_name
 from tests.hosts import REPO_ROOT, SshHost, example_cube, free_port, remote
 
-from .conftest import VENV_BIN, remote_tree
+from .conftest import VENV_BIN, remote_tree, user_env
 
 pytestmark = pytest.mark.integration
 
 CLI = VENV_BIN / "mlcube-ssh-ansible"
-PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 SshAnsible = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-def user_env() -> dict[str, str]:
-    """The caller's environment without the venv on PATH and without anything that weakens host key checks."""
-    env = {key: value for key, value in os.environ.items()
-           if key != "VIRTUAL_ENV" and not key.startswith("ANSIBLE_")}
-    env["PATH"] = PLAIN_PATH
-    return env
 
 
 @pytest.fixture

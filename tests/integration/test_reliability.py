@@ -23,11 +23,10 @@ import yaml
 from mlcube_ssh_ansible.render import remote_name, ssh_args
 from tests.hosts import Sshd, SshHost, deep_merge, example_cube, free_port, mlcube_settings, remote
 
-from .conftest import MLCUBE, MlcubeCli, platform_settings
+from .conftest import MLCUBE, MlcubeCli, platform_settings, run_mlcube, user_env
 
 pytestmark = pytest.mark.integration
 
-BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"  # what the mlcube_cli fixture uses
 SHIM = Path(__file__).with_name("fakebin_ssh")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 INSECURE_OPTIONS = re.compile(r"stricthostkeychecking[= ]+(no|off)\b|userknownhostsfile[= ]+/dev/null",
@@ -35,19 +34,6 @@ INSECURE_OPTIONS = re.compile(r"stricthostkeychecking[= ]+(no|off)\b|userknownho
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def cli_env(path_prefix: Path | None = None) -> dict[str, str]:
-    """The mlcube_cli fixture's environment (venv not on PATH), optionally with a folder put first on PATH."""
-    env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
-    env["PATH"] = (f"{path_prefix}{os.pathsep}" if path_prefix else "") + BASE_PATH
-    return env
-
-
-def mlcube(*args: str, path_prefix: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Like the mlcube_cli fixture, with a PATH prefix (for the ssh shim)."""
-    return subprocess.run([str(MLCUBE), *args], capture_output=True, text=True, env=cli_env(path_prefix),
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def both(proc: subprocess.CompletedProcess[str]) -> str:
@@ -67,7 +53,7 @@ class Spawned:
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen([str(MLCUBE), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, env=cli_env(),
+                                        stdin=subprocess.DEVNULL, text=True, env=user_env(),
                                         start_new_session=True)  # our own group: cleanup can kill it all
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -222,7 +208,7 @@ def test_accept_new_records_a_new_host_and_refuses_a_changed_key(tmp_path: Path,
     settings_path = settings_file(ssh_host, host_key_checking="accept-new", known_hosts=str(known_hosts))
     shim = shim_dir(tmp_path)
 
-    configured = mlcube("configure", *cube_args(cube), path_prefix=shim)
+    configured = run_mlcube("configure", *cube_args(cube), path_prefix=shim)
 
     assert configured.returncode == 0, both(configured)
     name = f"[{ssh_host.address}]:{ssh_host.port}"
@@ -241,7 +227,7 @@ def test_accept_new_records_a_new_host_and_refuses_a_changed_key(tmp_path: Path,
     close_master(settings_path, ssh_host)
 
     # `run`, as a configure with nothing changed no longer contacts the host (skip_unchanged).
-    refused = mlcube("run", *cube_args(cube), "--task=hello", timeout=120)
+    refused = run_mlcube("run", *cube_args(cube), "--task=hello", timeout=120)
 
     assert refused.returncode != 0, both(refused)
     output = both(refused)
@@ -258,9 +244,9 @@ def test_no_ssh_call_disables_host_key_checking_unless_off(tmp_path: Path, ssh_h
     settings_file(ssh_host)  # strict, with the host's key in known_hosts
     shim = shim_dir(tmp_path)
 
-    configured = mlcube("configure", *cube_args(cube), path_prefix=shim)
+    configured = run_mlcube("configure", *cube_args(cube), path_prefix=shim)
     assert configured.returncode == 0, both(configured)
-    ran = mlcube("run", *cube_args(cube), "--task=hello", path_prefix=shim)
+    ran = run_mlcube("run", *cube_args(cube), "--task=hello", path_prefix=shim)
     assert ran.returncode == 0, both(ran)
 
     calls = ssh_calls(shim)
@@ -276,7 +262,7 @@ def test_no_ssh_call_disables_host_key_checking_unless_off(tmp_path: Path, ssh_h
     # With host_key_checking: off the options are there, for Ansible's connection and rsync alike.
     shutil.rmtree(shim / "ssh-calls")
     settings_file(ssh_host, host_key_checking="off")
-    configured = mlcube("configure", *cube_args(cube), path_prefix=shim)
+    configured = run_mlcube("configure", *cube_args(cube), path_prefix=shim)
     assert configured.returncode == 0, both(configured)
     assert "host_key_checking is off" in configured.stderr
     calls = ssh_calls(shim)
