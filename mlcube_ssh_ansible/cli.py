@@ -35,7 +35,7 @@ from . import __version__, assets, doctor, runner, workflow
 from .errors import Interrupted, SshAnsibleError
 from .render import Job
 from .report import Reporter
-from .settings import RUNNER_NAME, Settings
+from .settings import RUNNER_NAME, Settings, forks_for
 
 PROG = "mlcube-ssh-ansible"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -309,7 +309,8 @@ def playbook_commands(settings: Settings, inventory: Path, extravars: Path,
             package = Path(assets.__file__).resolve().parent
             prefix = f"ANSIBLE_CONFIG={shlex.quote(str(package / 'ansible.cfg'))} "
             playbook = str(package / "playbooks" / f"{name}.yml")
-        argv = [ansible_playbook, *sources, playbook, "-e", f"@{extravars}", "--forks", str(settings.forks)]
+        forks = str(forks_for(settings, name))
+        argv = [ansible_playbook, *sources, playbook, "-e", f"@{extravars}", "--forks", forks]
         if settings.password_env or settings.password_prompt:
             argv.append("--ask-pass")  # the password never goes into the files
         commands.append(prefix + shlex.join(argv))

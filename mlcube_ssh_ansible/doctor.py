@@ -28,7 +28,7 @@ from . import assets, credentials
 from .errors import Interrupted, SshAnsibleError
 from .execute import Invocation, run_playbook
 from .render import Job, render
-from .settings import Settings
+from .settings import Settings, forks_for
 from .workflow import interruptible
 
 MIN_ANSIBLE_CORE = (2, 15)
@@ -272,7 +272,7 @@ def host_checks(settings: Settings, job: Job, *, verbosity: int = 0,
         inventory=fresh_connections(inventory),
         extravars=extravars,
         extra_inventories=[settings.inventory] if settings.inventory else [],
-        forks=settings.forks,
+        forks=forks_for(settings, PLAYBOOK),
         verbosity=verbosity,
         host_key_checking=settings.host_key_checking != "off",
         keep_artifacts=settings.keep_artifacts,

@@ -9,6 +9,7 @@ the old misspelling `authentication.identify_file` is accepted as an alias of `i
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,13 @@ DEFAULT_REMOTE_ROOT = "~/mlcube"
 DEFAULT_VENV_LOCATION = "~/.mlcube-ssh-ansible"
 DEFAULT_VENV_NAME = "venv"
 DEFAULT_CONNECT_TIMEOUT = 10
-DEFAULT_FORKS = 20
+# `forks: auto` (the default): commands whose remote steps hold a fork for minutes (configure: pip, docker
+# build) use CONFIGURE_FORKS; the others (run, attach, status, cancel, doctor) start the remote work
+# detached, so a fork only carries controller-side work, which is CPU-bound: one fork per controller CPU
+# (at least MIN_AUTO_FORKS). Every fork is a copy of ansible-playbook (~50 MB RSS), see docs/benchmarks.md.
+CONFIGURE_FORKS = 20
+MIN_AUTO_FORKS = 2
+MAX_AUTO_FORKS = 20
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class Settings:
     password_prompt: bool = False
     inventory: str | None = None
     hosts: str = "all"
-    forks: int = DEFAULT_FORKS
+    forks: int | None = None  # None: auto, see forks_for()
     host_key_checking: str = "strict"
     known_hosts: str | None = None
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
@@ -115,6 +122,33 @@ def _integer(value: Any, key: str, low: int, high: int) -> int | None:
     if not low <= number <= high:
         raise SettingsError(key, f"must be a whole number from {low} to {high}, got {number}")
     return number
+
+
+def _forks(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        return _integer(value, "forks", 1, 500)
+    except SettingsError:
+        raise SettingsError("forks", f"must be 'auto' or a whole number from 1 to 500, got {value!r}") from None
+
+
+def controller_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def forks_for(settings: Settings, playbook: str) -> int:
+    """How many hosts Ansible works on at once for `playbook`: the setting, or what `auto` means there.
+
+    Peak controller memory grows ~50 MB per fork; wall time only while forks wait on remote work."""
+    if settings.forks is not None:
+        return settings.forks
+    if playbook == "configure":
+        return CONFIGURE_FORKS
+    return max(MIN_AUTO_FORKS, min(MAX_AUTO_FORKS, controller_cpus()))
 
 
 def _default(value: int | None, default: int) -> int:
@@ -322,7 +356,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         password_prompt=auth.password_prompt,
         inventory=inventory,
         hosts=hosts,
-        forks=_integer(section.get("forks"), "forks", 1, 500) or DEFAULT_FORKS,
+        forks=_forks(section.get("forks")),
         host_key_checking=checking,
         known_hosts=known_hosts,
         connect_timeout=_integer(section.get("connect_timeout"), "connect_timeout", 1, 300)

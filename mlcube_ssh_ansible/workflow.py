@@ -23,7 +23,7 @@ from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .render import Job, render
 from .report import HOST_KEY_HINT, HostReport, Reporter
-from .settings import Settings
+from .settings import Settings, forks_for
 
 
 def new_run_id() -> str:
@@ -57,7 +57,7 @@ def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any
         inventory=inventory,
         extravars={**extravars, **(extra or {})},
         extra_inventories=[settings.inventory] if settings.inventory else [],
-        forks=settings.forks,
+        forks=forks_for(settings, name),
         tags=tags,
         check=check,
         verbosity=verbosity,

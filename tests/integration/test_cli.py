@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from mlcube_ssh_ansible.render import remote_name
+from mlcube_ssh_ansible.settings import controller_cpus
 from tests.hosts import REPO_ROOT, SshHost, example_cube, free_port, remote
 
 from .conftest import VENV_BIN, remote_tree, user_env
@@ -149,10 +150,11 @@ def test_render_then_plain_ansible_playbook_brings_the_results_back(tmp_path: Pa
         assert "PRIVATE KEY" not in path.read_text()
     assert yaml.safe_load(extravars.read_text())["mlcube_ssh_tasks"] == ["hello"]
     printed = [line.strip() for line in rendered.stdout.splitlines() if line.startswith("  cd ")]
+    auto_forks = min(max(controller_cpus(), 2), 20)  # forks: auto; configure keeps 20 (unit-tested)
     expected = [
         f"cd {shlex.quote(str(REPO_ROOT))} && " + shlex.join([
             str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), f"playbooks/{name}.yml",
-            "-e", f"@{extravars}", "--forks", "20"])
+            "-e", f"@{extravars}", "--forks", "20" if name == "configure" else str(auto_forks)])
         for name in ("configure", "run", "cancel")
     ]
     assert printed == expected, rendered.stdout

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from mlcube_ssh_ansible import cli, doctor, render, workflow
 from mlcube_ssh_ansible.errors import HostFailure
 from mlcube_ssh_ansible.render import Job
-from mlcube_ssh_ansible.settings import parse_settings
+from mlcube_ssh_ansible.settings import forks_for, parse_settings
 from tests.hosts import EXAMPLES_DIR
 
 ONE_TASK_CUBE = """\
@@ -294,7 +294,8 @@ def test_render_writes_what_the_workflow_would_run(cube: Path, tmp_path: Path, s
     playbook = str(Path(cli.__file__).resolve().parent.parent / ".venv" / "bin" / "ansible-playbook")
     assert f"cd {root} && " in result.stdout
     for name in ("configure", "run"):
-        assert (f"-i {out}/inventory.yml playbooks/{name}.yml -e @{out}/extravars.yml --forks 20"
+        forks = forks_for(settings, name)
+        assert (f"-i {out}/inventory.yml playbooks/{name}.yml -e @{out}/extravars.yml --forks {forks}"
                 in result.stdout), result.stdout
     assert playbook in result.stdout or "ansible-playbook -i" in result.stdout
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from mlcube_ssh_ansible import settings as settings_module
 from mlcube_ssh_ansible.errors import SettingsError
-from mlcube_ssh_ansible.settings import Interpreter, Settings, parse_settings
+from mlcube_ssh_ansible.settings import Interpreter, Settings, forks_for, parse_settings
 
 
 @pytest.fixture()
@@ -62,6 +63,19 @@ def test_port_given_as_text_from_the_command_line() -> None:
     assert parse_settings(section(port="2222")).port == 2222
 
 
+@pytest.mark.parametrize("cpus", [1, 2, 8, 64])
+def test_forks_auto_follows_the_command_and_the_controller_cpus(cpus: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings_module, "controller_cpus", lambda: cpus)
+    auto = parse_settings(section())
+    assert auto.forks is None and parse_settings(section(forks="Auto")).forks is None
+    # configure holds a fork per host for its remote steps (pip, docker build); the rest is controller work.
+    assert forks_for(auto, "configure") == 20
+    expected = min(max(cpus, 2), 20)
+    assert [forks_for(auto, name) for name in ("run", "attach", "status", "cancel", "doctor")] == [expected] * 5
+    fixed = parse_settings(section(forks="7"))
+    assert {forks_for(fixed, name) for name in ("configure", "run", "doctor")} == {7}
+
+
 @pytest.mark.parametrize(
     ("overrides", "key", "words"),
     [
@@ -97,6 +111,8 @@ def test_port_given_as_text_from_the_command_line() -> None:
         ({"inventory": "/nonexistent/inventory.ini", "host": None}, "inventory", "does not exist"),
         ({"hosts": "gpu"}, "hosts", "needs 'inventory'"),
         ({"connect_timeout": 0}, "connect_timeout", "1 to 300"),
+        ({"forks": 0}, "forks", "'auto' or a whole number from 1 to 500"),
+        ({"forks": "many"}, "forks", "'auto' or a whole number"),
         ({"compress": "maybe"}, "compress", "true or false"),
         ({"runner": "ssh"}, "runner", "'ssh-ansible'"),
     ],
