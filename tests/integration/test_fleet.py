@@ -3,6 +3,7 @@ per-host results with a manifest, and partial failure with a dead host."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import time
@@ -88,6 +89,20 @@ def test_group_runs_in_parallel_with_per_host_results(tmp_path: Path, fleet: lis
     spare = fleet[3]
     assert remote(spare, "test", "-e", f"{spare.user.home}/fleet-cubes/{name}").returncode != 0
     assert remote(spare, "test", "-e", f"{spare.user.home}/mlcube/{name}").returncode != 0
+
+    # More hosts than forks: the tasks still run on every host at once (launched detached before any is
+    # followed), and every host's output and results still come back.
+    fleet_settings(monkeypatch, fleet, inventory, tmp_path, hosts="gpu", forks=1)
+    (cube / "workspace" / "seconds.txt").write_text("3\n")
+    slept = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=sleep")
+    assert slept.returncode == 0, slept.stdout + slept.stderr
+    runs = json.loads((hosts_dir / "manifest.json").read_text())["hosts"]
+    assert sorted(runs) == ["node1", "node2", "node3"] and all(runs[n]["tasks"] == ["sleep"] for n in runs)
+    starts = [datetime.datetime.fromisoformat(runs[n]["started"]) for n in runs]
+    ends = [datetime.datetime.fromisoformat(runs[n]["ended"]) for n in runs]
+    assert max(starts) < min(ends), runs  # all three ran at the same time, with one fork
+    for node in ("node1", "node2", "node3"):
+        assert (hosts_dir / node / "slept.txt").is_file()
 
 
 def test_dead_host_fails_alone_and_quickly(tmp_path: Path, fleet: list[SshHost], monkeypatch: pytest.MonkeyPatch,
