@@ -1,0 +1,1 @@
+../../mlcube_ssh_upload/action_plugins/mlcube_ssh_synchronize.py

@@ -1,0 +1,91 @@
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
+"""ansible.posix.synchronize, with its module run inside the Ansible worker instead of in a new Python.
+
+synchronize's action works out the rsync arguments and then ships its module to the *controller* (a local
+connection): every transfer starts a Python of its own (~25 MB resident, ~0.2 s of CPU to start and import
+module_utils) only to run one rsync. With several hosts transferring at once these Pythons are the largest
+part of the controller's peak memory after Ansible's own forks (docs/benchmarks.md). Here the same module code
+runs in the worker process that already exists; the worker is forked for this one task and exits after it, so
+nothing it changes outlives the task.
+
+Everything else is synchronize's own code: the same options, the same rsync command line, the same result.
+Whenever the in-process way is not possible (an unusual connection, async, an ansible-core or ansible.posix
+this was not written for), it falls back to synchronize's usual way, a module process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import json
+from typing import Any
+
+from ansible.utils.display import Display
+from ansible.vars.clean import remove_internal_keys
+from ansible_collections.ansible.posix.plugins.action.synchronize import ActionModule as SynchronizeAction
+
+display = Display()
+
+MODULE = "ansible.posix.synchronize"
+
+
+def _has_environment(environment: Any) -> bool:
+    """Whether the task sets `environment:` (a module process would get it; this worker does not)."""
+    if isinstance(environment, (list, tuple)):
+        return any(environment)
+    return bool(environment)
+
+
+class ActionModule(SynchronizeAction):
+    """synchronize's action; only the last step (running its module on the controller) is done in-process."""
+
+    def _execute_module(self, module_name: str | None = None, module_args: dict[str, Any] | None = None,
+                        tmp: Any = None, task_vars: dict[str, Any] | None = None, *args: Any,
+                        **kwargs: Any) -> dict[str, Any]:
+        in_worker = (module_name == MODULE and module_args is not None and tmp is None and not args
+                     and not kwargs.get("wrap_async") and not self._task.async_val
+                     and not _has_environment(self._task.environment)
+                     and getattr(self._connection, "transport", None) == "local")
+        if in_worker:
+            result = self._run_in_worker(dict(module_args), task_vars or {})
+            if result is not None:
+                return result
+        return super()._execute_module(module_name, module_args, tmp, task_vars, *args, **kwargs)
+
+    def _run_in_worker(self, module_args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any] | None:
+        """The module's result, or None when it could not be run here (the caller then runs it as usual)."""
+        try:
+            from ansible.module_utils import basic
+            from ansible_collections.ansible.posix.plugins.modules import synchronize as module
+
+            self._update_module_args(MODULE, module_args, task_vars)  # the _ansible_* options of a real run
+            basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": module_args}).encode()
+            basic._ANSIBLE_PROFILE = "legacy"  # ansible-core >= 2.19 reads it; older ones ignore it
+        except Exception as error:  # noqa: BLE001 - anything unexpected: the usual way still works
+            display.vvv(f"mlcube_ssh_synchronize: running the module in a process of its own ({error!r})")
+            return None
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                module.main()
+        except SystemExit:
+            pass  # exit_json and fail_json end with sys.exit after printing the result
+        except Exception as error:  # noqa: BLE001 - rsync is idempotent: the usual way may run it again
+            display.vvv(f"mlcube_ssh_synchronize: the in-process module failed ({error!r}); running it again "
+                        "in a process of its own")
+            return None
+        finally:
+            basic._ANSIBLE_ARGS = None
+        text = output.getvalue()
+        if "{" not in text:
+            display.vvv("mlcube_ssh_synchronize: no result from the in-process module; running it again")
+            return None
+        # Parsed the way a module process's output is (warnings, result tagging of this ansible-core).
+        res = {"rc": 0, "stdout": text, "stderr": ""}
+        if "profile" in inspect.signature(self._parse_returned_data).parameters:
+            data: dict[str, Any] = self._parse_returned_data(res, "legacy")
+        else:  # ansible-core < 2.19
+            data = self._parse_returned_data(res)
+        remove_internal_keys(data)
+        return data

@@ -1,0 +1,97 @@
+"""mlcube_ssh_synchronize is ansible.posix.synchronize with the module run inside the worker: the same
+command line, result and failures, no module process (and its local temporary files), and the usual way
+whenever a task asks for something a worker cannot give (here: `environment:`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.hosts import REPO_ROOT
+
+from .conftest import VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+PLUGINS = REPO_ROOT / "roles" / "mlcube_ssh_upload" / "action_plugins"
+
+
+def adhoc(module: str, args: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`ansible localhost -m MODULE` on the local connection, with one-line JSON results."""
+    env = {**os.environ, "ANSIBLE_ACTION_PLUGINS": str(PLUGINS), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.oneline", "ANSIBLE_LOCALHOST_WARNING": "False",
+           "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run([str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", module, "-a", args, *extra],
+                          capture_output=True, text=True, env=env, check=False, timeout=120)
+
+
+def result_of(run: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    [line] = [line for line in run.stdout.splitlines() if line.startswith("localhost | ")]
+    return json.loads(line.split("=> ", 1)[1])
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_transfer_and_result_as_synchronize_without_a_module_process(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("a\n")
+    (source / "sub" / "b.txt").write_text("b\n")
+    results = {}
+    for module in ("mlcube_ssh_synchronize", "ansible.posix.synchronize"):
+        dest = tmp_path / module
+        args = f"src={source}/ dest={dest}/ archive=true delete=true"
+        checked = adhoc(module, args, "--check", "-vvv")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert not dest.exists()  # check mode: rsync --dry-run
+        done = adhoc(module, args, "-vvv")
+        assert done.returncode == 0, done.stdout + done.stderr
+        again = adhoc(module, args)
+        results[module] = (result_of(checked), result_of(done), result_of(again), done.stdout)
+        assert tree(dest) == tree(source)
+
+    ours, theirs = results["mlcube_ssh_synchronize"], results["ansible.posix.synchronize"]
+    for index in range(3):
+        mine, posix = ours[index], theirs[index]
+        assert mine["changed"] == posix["changed"]
+        assert str(mine["cmd"]).replace("mlcube_ssh_synchronize", "X") == \
+            str(posix["cmd"]).replace("ansible.posix.synchronize", "X")
+    assert [r["changed"] for r in ours[:3]] == [True, True, False]  # idempotent: the second run changes nothing
+    assert "AnsiballZ_synchronize" in theirs[3]  # synchronize starts a module process ...
+    assert "AnsiballZ_synchronize" not in ours[3] and "EXEC" not in ours[3]  # ... ours none, nor any command
+
+
+def test_rsync_failure_is_the_task_failure(tmp_path: Path) -> None:
+    failed = adhoc("mlcube_ssh_synchronize", f"src={tmp_path}/missing/ dest={tmp_path}/dest/")
+    assert failed.returncode != 0
+    result = result_of(failed)
+    assert result["rc"] == 23 and "missing" in str(result["msg"]), result
+    bad = adhoc("mlcube_ssh_synchronize", f"src={tmp_path}/ dest={tmp_path}/dest/ bogus=1")
+    assert bad.returncode != 0 and "Unsupported parameters" in bad.stdout, bad.stdout
+
+
+def test_a_task_environment_gets_the_usual_module_process(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.txt").write_text("x\n")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(f"""
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - mlcube_ssh_synchronize: {{src: "{tmp_path}/src/", dest: "{tmp_path}/dest/"}}
+      environment: {{RSYNC_EXAMPLE: "1"}}
+""")
+    env = {**os.environ, "ANSIBLE_ACTION_PLUGINS": str(PLUGINS), "ANSIBLE_LOCALHOST_WARNING": "False"}
+    ran = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-vvv",
+                          "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}"],
+                         capture_output=True, text=True, env=env, check=False, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "AnsiballZ_synchronize" in ran.stdout  # the module process gets the environment
+    assert (tmp_path / "dest" / "x.txt").read_text() == "x\n"
