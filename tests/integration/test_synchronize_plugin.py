@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mlcube_ssh_ansible import assets
 from tests.hosts import REPO_ROOT
 
 from .conftest import VENV_BIN
@@ -95,3 +96,13 @@ def test_a_task_environment_gets_the_usual_module_process(tmp_path: Path) -> Non
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "AnsiballZ_synchronize" in ran.stdout  # the module process gets the environment
     assert (tmp_path / "dest" / "x.txt").read_text() == "x\n"
+
+
+def test_without_ansible_posix_the_task_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANSIBLE_COLLECTIONS_PATH", str(tmp_path / "no-collections"))
+    monkeypatch.setenv("ANSIBLE_COLLECTIONS_SCAN_SYS_PATH", "False")  # hides the `ansible` package's copy
+    missing = adhoc("mlcube_ssh_synchronize", f"src={tmp_path}/ dest={tmp_path}/dest/")
+    assert missing.returncode != 0
+    message = str(result_of(missing)["msg"])
+    assert message == f"the Ansible collection ansible.posix is missing: {assets.POSIX_FIX}"  # the shim's words
+    assert not (tmp_path / "dest").exists()

@@ -21,9 +21,19 @@ import io
 import json
 from typing import Any
 
+from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible.vars.clean import remove_internal_keys
-from ansible_collections.ansible.posix.plugins.action.synchronize import ActionModule as SynchronizeAction
+
+try:
+    from ansible_collections.ansible.posix.plugins.action.synchronize import ActionModule as SynchronizeAction
+except ImportError:  # the task fails with the fix, instead of Ansible's "could not load action plugin"
+
+    class SynchronizeAction(ActionBase):  # type: ignore[no-redef]
+        def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+            return {"failed": True, "msg": "the Ansible collection ansible.posix is missing: install it with "
+                    "`pip install 'mlcube-ssh-ansible[ansible]'` (the `ansible` package carries it) or "
+                    "`ansible-galaxy collection install ansible.posix`"}
 
 display = Display()
 
