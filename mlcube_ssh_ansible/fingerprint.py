@@ -1,10 +1,17 @@
-"""Local fingerprints: skip a `configure` whose inputs did not change since the last successful one.
+"""Local fingerprints: skip what cannot have changed since it last succeeded.
 
-A no-op configure is the common case (scripts run it before every run) and Ansible's fixed cost is
-a second or more, so when the cube's files (path, size, modification time of everything an upload
-would consider) and the settings are exactly as they were at the last successful configure of the
-same target, the hosts are not contacted at all. Any failed `run` forgets the fingerprint, so a host
-that lost its environment is checked again by the next configure; `skip_unchanged: false` always checks.
+* configure: a no-op configure is the common case (scripts run it before every run) and Ansible's fixed
+  cost is a second or more, so when the cube's files (path, size, modification time of everything an
+  upload would consider) and the settings are exactly as they were at the last successful configure of
+  the same target, the hosts are not contacted at all. Any failed `run` forgets the fingerprint, so a host
+  that lost its environment is checked again by the next configure.
+* upload: a `run` uploads nothing to a host whose remote copy is what this controller left there, with the
+  local files unchanged since: after every successful run the local tree's fingerprint is kept per host
+  together with a random stamp the run wrote next to the remote copy. The next run passes the stamps of the
+  hosts whose fingerprint still matches, and the upload step compares them with the remote one, so a copy
+  changed by anyone else (another controller, a wiped folder) is uploaded again.
+
+`skip_unchanged: false` turns both off.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
+from typing import Iterable
 
 from .records import RECORDS_DIR
 from .render import DEFAULT_EXCLUDES, Job, remote_name
@@ -22,38 +31,36 @@ from .settings import Settings
 LOCAL_ONLY = ("skip_unchanged", "keep_artifacts", "retries", "forks", "serial", "max_fail_percentage")
 
 
-def _state_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", "configured")
+def _state_dir(kind: str = "configured") -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", kind)
 
 
-def _target(settings: Settings, job: Job) -> Path:
+def _target(settings: Settings, job: Job, kind: str = "configured") -> Path:
     """One file per cube and target (host or inventory + pattern)."""
     target = f"{settings.host}:{settings.port}" if settings.host else f"{settings.inventory}:{settings.hosts}"
     key = hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    return _state_dir() / f"{remote_name(job.cube_root)}-{key}.json"
+    return _state_dir(kind) / f"{remote_name(job.cube_root)}-{key}.json"
 
 
-def _file_digest(path: str | None) -> str:
-    if not path or not os.path.isfile(path):
+def _path_digest(path: str | None) -> str:
+    """A file's content, or a folder's (an inventory folder: hosts, group_vars, host_vars), as one digest."""
+    if not path or not os.path.exists(path):
         return ""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
-    """What a configure depends on: the uploadable tree's metadata (but the workspace), the settings, the
-    inventory and git's ignore list."""
-    skipped = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/")} | {RECORDS_DIR}
+    if os.path.isfile(path):
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     summary = hashlib.sha256()
-    # Settings that change nothing on the hosts stay out (toggling them must not force a check).
-    relevant = {key: value for key, value in dataclasses.asdict(settings).items() if key not in LOCAL_ONLY}
-    summary.update(json.dumps(relevant, sort_keys=True, default=str).encode())
-    summary.update(_file_digest(settings.inventory).encode() + _file_digest(exclude_from).encode())
-    root = os.path.abspath(job.cube_root)
-    # The workspace is left out: remote `mlcube configure` does not read it, and `run` uploads it anyway.
-    workspace = os.path.abspath(job.workspace)
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        summary.update(f"{file.relative_to(path)}\0".encode("utf-8", "surrogateescape"))
+        summary.update(hashlib.sha256(file.read_bytes()).digest())
+    return summary.hexdigest()
+
+
+def _add_tree(summary: hashlib._Hash, root: str, skip: set[str]) -> None:
+    """Path, size, modification time and mode of every file under root, but folders named in `skip`
+    (names anywhere, or absolute paths)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(name for name in dirnames
-                             if name not in skipped and os.path.join(dirpath, name) != workspace)
+                             if name not in skip and os.path.join(dirpath, name) not in skip)
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             try:
@@ -62,7 +69,82 @@ def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
                 continue
             record = f"{os.path.relpath(path, root)}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_mode}\n"
             summary.update(record.encode("utf-8", "surrogateescape"))
+
+
+def _inputs(settings: Settings, exclude_from: str) -> hashlib._Hash:
+    """A digest started with what decides where and how files go: settings, inventory, git's ignore list."""
+    summary = hashlib.sha256()
+    # Settings that change nothing on the hosts stay out (toggling them must not force a check).
+    relevant = {key: value for key, value in dataclasses.asdict(settings).items() if key not in LOCAL_ONLY}
+    summary.update(json.dumps(relevant, sort_keys=True, default=str).encode())
+    summary.update(_path_digest(settings.inventory).encode() + _path_digest(exclude_from).encode())
+    return summary
+
+
+SKIPPED = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/")} | {RECORDS_DIR}
+
+
+def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
+    """What a configure depends on: the uploadable tree's metadata (but the workspace), the settings, the
+    inventory and git's ignore list."""
+    summary = _inputs(settings, exclude_from)
+    # The workspace is left out: remote `mlcube configure` does not read it, and `run` uploads it anyway.
+    _add_tree(summary, os.path.abspath(job.cube_root), SKIPPED | {os.path.abspath(job.workspace)})
     return summary.hexdigest()
+
+
+def upload_digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
+    """What a run's upload depends on: the whole uploadable tree, workspace included, but the per-host
+    results a fleet run fetches into <workspace>/hosts/ (never uploaded)."""
+    summary = _inputs(settings, exclude_from)
+    root, workspace = os.path.abspath(job.cube_root), os.path.abspath(job.workspace)
+    _add_tree(summary, root, SKIPPED | {os.path.join(root, "workspace"), workspace})
+    summary.update(b"\0workspace\0")
+    _add_tree(summary, workspace, SKIPPED | {os.path.join(workspace, "hosts")})
+    return summary.hexdigest()
+
+
+def new_stamp() -> str:
+    return secrets.token_hex(8)
+
+
+def _synced(settings: Settings, job: Job) -> dict[str, dict[str, str]]:
+    try:
+        hosts = json.loads(_target(settings, job, "synced").read_text()).get("hosts")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return hosts if isinstance(hosts, dict) else {}
+
+
+def synced_stamps(settings: Settings, job: Job, current: str) -> dict[str, str]:
+    """Host -> the stamp its remote copy had after the last successful run, for hosts whose local
+    fingerprint is still `current` (the others get a full upload)."""
+    return {host: str(entry.get("stamp")) for host, entry in _synced(settings, job).items()
+            if isinstance(entry, dict) and entry.get("digest") == current and entry.get("stamp")}
+
+
+def remember_synced(settings: Settings, job: Job, hosts: Iterable[str], current: str, stamp: str) -> None:
+    entries = _synced(settings, job)
+    entries.update({host: {"digest": current, "stamp": stamp} for host in hosts})
+    _write(_target(settings, job, "synced"), {"hosts": entries, "cube": os.path.abspath(job.cube_root)})
+
+
+def forget_synced(settings: Settings, job: Job, hosts: Iterable[str] | None = None) -> None:
+    """Forget some hosts (their next run uploads in full), or all."""
+    if hosts is None:
+        _target(settings, job, "synced").unlink(missing_ok=True)
+        return
+    entries = _synced(settings, job)
+    for host in hosts:
+        entries.pop(host, None)
+    _write(_target(settings, job, "synced"), {"hosts": entries, "cube": os.path.abspath(job.cube_root)})
+
+
+def _write(path: Path, content: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(content) + "\n")
+    temporary.replace(path)
 
 
 def unchanged(settings: Settings, job: Job, current: str) -> bool:
@@ -74,9 +156,7 @@ def unchanged(settings: Settings, job: Job, current: str) -> bool:
 
 
 def remember(settings: Settings, job: Job, current: str) -> None:
-    path = _target(settings, job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"digest": current, "cube": os.path.abspath(job.cube_root)}) + "\n")
+    _write(_target(settings, job), {"digest": current, "cube": os.path.abspath(job.cube_root)})
 
 
 def forget(settings: Settings, job: Job) -> None:

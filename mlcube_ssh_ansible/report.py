@@ -28,6 +28,7 @@ STATUS_TASK = "Read the run's state"
 RESULT_TASK = "Fail the hosts whose MLCube task failed"
 VALIDATE_ACTIONS = {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 QUIET_STEPS = {"check"}  # only reported when they fail
+SKIPPED_STATES = {"upload": "skipped, nothing changed since the last run"}
 
 
 def _stdout(text: str) -> None:
@@ -65,6 +66,7 @@ class HostReport:
     step: str | None = None
     step_started: float = 0.0
     step_changed: bool = False
+    step_ran: bool = False  # a task of the step ran (not all of them were skipped)
     step_files: int = 0
     failed_step: str | None = None
     reason: str | None = None
@@ -142,7 +144,7 @@ class Reporter:
         if step != report.step:
             self._close_step(host)
             report.step, report.step_started = step, time.monotonic()
-            report.step_changed, report.step_files = False, 0
+            report.step_changed, report.step_ran, report.step_files = False, False, 0
         return report
 
     def _on_result(self, kind: str, host: str, data: dict[str, Any]) -> None:
@@ -151,6 +153,7 @@ class Reporter:
         task = data.get("task")
         if kind == "runner_on_skipped":
             return
+        report.step_ran = True
         step = report.step or "?"
         report.step_changed = report.step_changed or bool(res.get("changed"))
         moved = moved_files(res)
@@ -194,7 +197,8 @@ class Reporter:
         failed = report.failed_step == report.step
         report.steps_done.append((report.step, report.step_changed, seconds))
         if self.show_steps and (failed or report.step not in QUIET_STEPS):
-            state = "FAILED" if failed else ("changed" if report.step_changed else "ok")
+            state = ("FAILED" if failed else "changed" if report.step_changed else "ok" if report.step_ran
+                     else SKIPPED_STATES.get(report.step, "skipped"))
             moved = f", {report.step_files} files" if report.step_files else ""
             self.write(f"{host}: {report.step} {state} ({seconds:.1f}s{moved})")
         report.step = None

@@ -180,19 +180,28 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     reporter = _reporter(settings, reporter)
     _warn_size(job, reporter)
     job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
-    holder = {"mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
-    invocation = _invocation("run", settings, job, extra=holder, verbosity=verbosity)
+    extra: dict[str, Any] = {
+        "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
+    exclude_from = _exclude_from(job)
+    stamp = fingerprint.new_stamp()
+    if settings.skip_unchanged:  # hosts whose remote copy is what the last run left: their upload is skipped
+        current = fingerprint.upload_digest(settings, job, exclude_from)
+        extra.update(mlcube_ssh_sync_stamp=stamp,
+                     mlcube_ssh_synced=fingerprint.synced_stamps(settings, job, current))
+    invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from)
     record = records.start_record(settings, job)
     with interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if not cancel.is_set():
         records.finish_record(record, reporter, job)
+        _remember_synced(settings, job, reporter, stamp)
         try:
             return _finish("run", outcome, reporter)
         except HostFailure:
             fingerprint.forget(settings, job)  # the next configure checks the hosts for real
             raise
     fingerprint.forget(settings, job)
+    fingerprint.forget_synced(settings, job)
     reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
     run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), Reporter(write=reporter.write))
     if fetch_on_interrupt:
@@ -200,6 +209,18 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     records.finish_record(record, reporter, job)
     raise Interrupted(f"run {job.run_id} interrupted; the remote task was stopped"
                       + ("; outputs so far were fetched" if fetch_on_interrupt else ""))
+
+
+def _remember_synced(settings: Settings, job: Job, reporter: Reporter, stamp: str) -> None:
+    """After a run: the hosts that ran it have the local tree (as it is now, outputs fetched) and the
+    run's stamp; the others are forgotten, so that their next run uploads in full."""
+    failed = set(reporter.failures())
+    fingerprint.forget_synced(settings, job, failed)
+    done = [host for host, report in reporter.hosts.items()
+            if host not in failed and report.run_rc is not None]
+    if settings.skip_unchanged and done:
+        after = fingerprint.upload_digest(settings, job, _exclude_from(job))
+        fingerprint.remember_synced(settings, job, done, after, stamp)
 
 
 def latest_run_id(job: Job) -> str:

@@ -59,6 +59,25 @@ def test_configure_run_fetch_and_idempotence(tmp_path: Path, ssh_host: SshHost, 
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, Ansible!\n"
 
+    # Nothing changed locally since that run (its outputs were fetched): the next run skips the upload, so a
+    # file put into the remote cube folder by someone else survives, where an upload would delete it ...
+    stray = f"{remote_dir}/stray.txt"
+    remote(ssh_host, "touch", stray, check=True)
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0 and "upload skipped, nothing changed since the last run" in ran.stdout, ran.stdout
+    assert remote(ssh_host, "test", "-e", stray).returncode == 0
+    # ... until a local file changes: then it uploads (mirroring the cube, so the stray file goes) ...
+    (cube / "workspace" / "name.txt").write_text("again")
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0 and "upload changed" in ran.stdout, ran.stdout
+    assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, again!\n"
+    assert remote(ssh_host, "test", "-e", stray).returncode != 0
+    # ... or when the remote copy is not what the last run left (here its mlcube.yaml was deleted).
+    remote(ssh_host, "rm", f"{remote_dir}/mlcube.yaml", check=True)
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0 and "upload changed" in ran.stdout, ran.stdout + ran.stderr
+    assert remote(ssh_host, "test", "-f", f"{remote_dir}/mlcube.yaml").returncode == 0
+
 
 def test_failing_task_exits_with_its_code_and_partial_outputs_come_back(
         tmp_path: Path, ssh_host: SshHost, settings_file, mlcube_cli: MlcubeCli) -> None:

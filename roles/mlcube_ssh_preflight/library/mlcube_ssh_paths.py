@@ -10,6 +10,8 @@ description:
   - Expands C(~) in O(remote_root) and O(venv_location) to the remote user's home and returns the cube
     folder, its workspace, the state folder and the Python that runs MLCube, with whether it exists.
   - With O(create), creates the cube folder (like C(mkdir -p)); changed only when it did not exist.
+  - Returns the stamp the last run left next to the uploaded cube (C(<state_dir>/synced)), if the cube's
+    C(mlcube.yaml) is still there: the upload step skips a host whose stamp is the one the controller expects.
   - One module call instead of several keeps a warm command fast.
 options:
   remote_root: {type: str, required: true, description: Folder holding uploaded cubes.}
@@ -30,6 +32,7 @@ state_dir: {description: Folder for this cube's fingerprints, locks and runs., r
 venv_dir: {description: The virtualenv folder (virtualenv type)., returned: always, type: str}
 env_python: {description: Python that runs MLCube., returned: always, type: str}
 env_python_exists: {description: Whether env_python exists (a bare name is looked up on PATH)., returned: always, type: bool}
+synced: {description: The last run's upload stamp, or an empty string., returned: always, type: str}
 """
 
 import os
@@ -61,6 +64,14 @@ def main() -> None:
     else:
         env_python = params["python"]
         exists = shutil.which(os.path.expanduser(env_python)) is not None
+    state_dir = os.path.join(root, ".mlcube-ssh-ansible", params["remote_name"])
+    synced = ""
+    if os.path.isfile(os.path.join(remote_dir, "mlcube.yaml")):
+        try:
+            with open(os.path.join(state_dir, "synced")) as handle:
+                synced = handle.read().strip()
+        except (OSError, UnicodeDecodeError):
+            pass
     changed = False
     if params["create"] and not os.path.isdir(remote_dir):
         changed = True
@@ -71,10 +82,11 @@ def main() -> None:
         remote_root=root,
         remote_dir=remote_dir,
         remote_workspace=os.path.join(remote_dir, "workspace"),
-        state_dir=os.path.join(root, ".mlcube-ssh-ansible", params["remote_name"]),
+        state_dir=state_dir,
         venv_dir=venv_dir,
         env_python=env_python,
         env_python_exists=exists,
+        synced=synced,
     )
 
 

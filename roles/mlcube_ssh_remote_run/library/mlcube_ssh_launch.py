@@ -19,6 +19,8 @@ options:
   run_dir: {type: path, required: true, description: Folder for this run's logs and exit code.}
   lock: {type: path, required: true, description: Lock file shared by all runs of this cube.}
   holder: {type: str, default: '', description: Who starts the run, written into the lock.}
+  sync_stamp: {type: str, default: '', description: Written to O(sync_file) before the start; empty writes nothing.}
+  sync_file: {type: path, description: Where O(sync_stamp) goes (marks the uploaded copy as this run's).}
 author: mlcube-ssh-ansible
 """
 
@@ -103,6 +105,8 @@ def main() -> None:
             run_dir=dict(type="path", required=True),
             lock=dict(type="path", required=True),
             holder=dict(type="str", default=""),
+            sync_stamp=dict(type="str", default=""),
+            sync_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -122,6 +126,8 @@ def main() -> None:
             module.fail_json(msg="%s does not exist on this host" % argv[0])
         run_dir = params["run_dir"]
         os.makedirs(run_dir, exist_ok=True)
+        if params["sync_stamp"] and params["sync_file"]:
+            _write(params["sync_file"], params["sync_stamp"] + "\n")
         started = _now()
         _write(os.path.join(run_dir, "argv.json"), json.dumps(argv))
         _write(os.path.join(run_dir, "started"), started)
