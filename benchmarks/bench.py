@@ -363,7 +363,7 @@ def action_kind(action: str | None) -> str:
     name = str(action or "").split(".")[-1]
     if name in CONTROLLER_ACTIONS:
         return "controller"
-    if name == "synchronize":
+    if name in ("synchronize", "mlcube_ssh_synchronize"):
         return "rsync"
     return "module"
 
@@ -488,7 +488,8 @@ class Lab:
         self.known_hosts.chmod(0o644)
         # Local cubes: one per (who, what), so that ours and the baseline never share a local or remote folder.
         self.cubes = {name: prepare_cube(self.workdir / "cubes" / name)
-                      for name in ("ours-single", "base-single", "ours-fleet", "base-fleet")}
+                      for name in ("ours-single", "base-single",
+                                   *(f"{who}-fleet-{n}" for who in ("ours", "base") for n in FLEET_SIZES))}
         self.single_settings_file = self.write_settings("single", mlcube_settings(self.hosts[0]))
         self.fleet_settings_files: dict[int, Path] = {}
         self.baseline_hosts: dict[int, Path] = {}
@@ -724,24 +725,33 @@ class Bench:
         fleet8 = lab.settings_of(lab.fleet_settings_files[8])
         single = lab.settings_of(lab.single_settings_file)
         # Remote virtualenvs and the cube on all 8 hosts at once, through the fleet path (inventory + hosts).
-        result = ours_api("configure", fleet8, lab.job(lab.cubes["ours-fleet"]))
+        result = ours_api("configure", fleet8, lab.job(lab.cubes["ours-fleet-8"]))
         log(f"  warm-up configure, 8 hosts (inventory): {result.seconds:.1f} s ok={result.ok}")
         if not result.ok:
             self.notes.append(f"warm-up: 8-host configure through `inventory` failed: {result.detail}")
             log("  falling back to one `host` configure per host")
             for h in lab.hosts:
                 settings = parse_settings(mlcube_settings(h)["platforms"]["ssh-ansible"])
-                must(ours_api("configure", settings, lab.job(lab.cubes["ours-fleet"])), f"configure {h.address}")
+                must(ours_api("configure", settings, lab.job(lab.cubes["ours-fleet-8"])), f"configure {h.address}")
         must(ours_api("configure", single, lab.job(lab.cubes["ours-single"])), "configure ours-single")
         must(baseline("configure", lab.baseline_hosts[1], lab.cubes["base-single"]), "baseline configure single")
-        must(baseline("configure", lab.baseline_hosts[8], lab.cubes["base-fleet"]), "baseline configure fleet")
+        # One local cube per fleet size (and side): every (d) run is then the same warm repeat of its own last
+        # run. With one cube for all sizes, a 1-host run fetches into the workspace itself, which changes the
+        # local files and makes the next N-host run upload again.
+        for n in FLEET_SIZES:
+            if n != 8:
+                must(ours_api("configure", lab.settings_of(lab.fleet_settings_files[n]),
+                              lab.job(lab.cubes[f"ours-fleet-{n}"])), f"configure ours-fleet-{n}")
+            must(baseline("configure", lab.baseline_hosts[n], lab.cubes[f"base-fleet-{n}"]),
+                 f"baseline configure fleet-{n}")
         # One run of every task on both sides: images, page cache and the remote workspaces exist afterwards.
         for task in ("sleep", "tiny", "blob"):
             must(ours_api("run", single, self.job("ours-single", task)), f"run {task}")
             must(baseline("run", lab.baseline_hosts[1], lab.cubes["base-single"], task), f"baseline run {task}")
         self.drop_blobs()
-        ours_api("run", fleet8, self.job("ours-fleet", "sleep"))
-        baseline("run", lab.baseline_hosts[8], lab.cubes["base-fleet"], "sleep")
+        for n in FLEET_SIZES:
+            ours_api("run", lab.settings_of(lab.fleet_settings_files[n]), self.job(f"ours-fleet-{n}", "sleep"))
+            baseline("run", lab.baseline_hosts[n], lab.cubes[f"base-fleet-{n}"], "sleep")
 
     def job(self, cube: str, task: str) -> Job:
         path = self.lab.cubes[cube]
@@ -826,14 +836,15 @@ class Bench:
         for _ in range(self.reps_slow):
             for n in FLEET_SIZES:
                 warm = lab.masters_alive(lab.settings_of(lab.fleet_settings_files[n]), lab.hosts[:n])
-                result = ours_cli("run", lab.cubes["ours-fleet"], lab.fleet_settings_files[n], "sleep")
+                result = ours_cli("run", lab.cubes[f"ours-fleet-{n}"], lab.fleet_settings_files[n], "sleep")
                 result.note = f"{warm}/{n} masters warm"
                 self.record(f"d.ours.{n}", result)
-                self.record(f"d.base.{n}", baseline("run", lab.baseline_hosts[n], lab.cubes["base-fleet"], "sleep"))
+                self.record(f"d.base.{n}", baseline("run", lab.baseline_hosts[n], lab.cubes[f"base-fleet-{n}"],
+                                                    "sleep"))
         # One in-process 8-host run for the per-step profile (not part of the table).
-        self.record("d.ours-api.8", ours_api("run", fleet8, self.job("ours-fleet", "sleep")))
+        self.record("d.ours-api.8", ours_api("run", fleet8, self.job("ours-fleet-8", "sleep")))
         for n in FLEET_SIZES[1:]:
-            results = lab.cubes["ours-fleet"] / "workspace" / "hosts"
+            results = lab.cubes[f"ours-fleet-{n}"] / "workspace" / "hosts"
             missing = [h for h in (lab.name(x) for x in lab.hosts[:n]) if not (results / h / "slept.txt").is_file()]
             if missing:
                 self.notes.append(f"(d): after the {n}-host runs no slept.txt came back for {missing}")
@@ -851,15 +862,18 @@ class Bench:
             for key, n, settings_file, env in (
                     ("e.ours.1", 1, lab.fleet_settings_files[1], {}),
                     ("e.ours.8", 8, lab.fleet_settings_files[8], {}),
+                    ("e.ours.8.upload", 8, lab.fleet_settings_files[8], {}),
                     ("e.ours.8.free", 8, lab.fleet_settings_files[8], {"ANSIBLE_STRATEGY": "free"}),
                     ("e.ours.8.forks8", 8, forks8, {})):
+                cube = lab.cubes[f"ours-fleet-{n}"]
+                if key == "e.ours.8.upload":  # a local input changed: all 8 hosts get an upload too
+                    (cube / "workspace" / "seconds.txt").write_text("1\n")
                 # The run starts its own masters: their memory is counted.
                 lab.close_masters(lab.settings_of(settings_file), lab.hosts[:n])
-                argv = [str(MLCUBE), "run", f"--mlcube={lab.cubes['ours-fleet']}", "--platform=ssh-ansible",
-                        "--task=sleep"]
+                argv = [str(MLCUBE), "run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=sleep"]
                 self.record(key, run_process(argv, env=cli_env(settings_file) | env, sample=True))
                 if n == 1 or key == "e.ours.8":
-                    self.record(f"e.base.{n}", baseline("run", lab.baseline_hosts[n], lab.cubes["base-fleet"],
+                    self.record(f"e.base.{n}", baseline("run", lab.baseline_hosts[n], lab.cubes[f"base-fleet-{n}"],
                                                         "sleep", sample=True))
 
     # -- where the time goes: start-up costs and experiments ------------------------------------------------
@@ -909,6 +923,7 @@ class Bench:
         self.meta["shim_python"] = str(rendered.get("ansible_python_interpreter"))
         for _ in range(self.reps):
             self.record("x.run.host", ours_api("run", single, job))
+            self.record("x.run.unchanged", ours_api("run", single, job))
             self.record("x.run.inventory", ours_api("run", by_inventory, job))
             self.record("x.run.inventory+discovery", ours_api("run", discovery, job))
             lab.close_masters(single, [h1])
@@ -963,7 +978,7 @@ class Bench:
         lab = self.lab
         settings = lab.settings_of(lab.fleet_settings_files[8])
         private = Path(tempfile.mkdtemp(prefix="bench-tasks-", dir=lab.workdir))
-        inventory, _ = render(settings, lab.job(lab.cubes["ours-fleet"]))
+        inventory, _ = render(settings, lab.job(lab.cubes["ours-fleet-8"]))
         (private / "inventory.yml").write_text(yaml.safe_dump(inventory))
         plays = {
             "empty": [],
@@ -1143,7 +1158,9 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
     add("### What was measured")
     add("")
     add("- (a) Ours: `mlcube run --platform=ssh-ansible --task=sleep` (seconds.txt = 1), connection masters warm "
-        "(ControlPersist from the previous repetition). Baseline: `rsync -a --delete` up, `ssh host "
+        "(ControlPersist from the previous repetition); nothing changed locally since the previous repetition, so "
+        "the upload is skipped (the host still carries that run's stamp; the outputs are fetched as always). "
+        "Baseline: `rsync -a --delete` up (finding nothing to send), `ssh host "
         "venv/bin/python -m mlcube run --platform=docker --task=sleep`, `rsync -a` of the workspace back. "
         f"The same run through the Python API (`workflow.run`, no MLCube CLI): {fmt(med('a.ours-api'))}.")
     add("- (b) Ours: `mlcube configure --platform=ssh-ansible` with nothing changed"
@@ -1165,14 +1182,18 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
     add("- (d) Ours: `inventory` (YAML, per-host ansible_host/ansible_port/ansible_user/"
         "ansible_ssh_private_key_file) + `hosts: all`; each host's workspace comes back into "
         "workspace/hosts/NAME/. Baseline: the per-host script for every host as a background job, then `wait`. "
-        "Masters warm, as in (a).")
+        "Masters warm, as in (a). Each fleet size has its own local cube (both sides), so that every run "
+        "repeats its own previous one: a 1-host run fetches into the workspace itself, which would make the "
+        "next N-host run of a shared cube upload again.")
     add("- (e) Peak of the summed RSS of the command's whole process tree, sampled every 50 ms from /proc, "
         "including the ssh connection masters the command starts (they daemonise; the benchmark is their "
         "subreaper, so it still sees them). Masters were closed before each of these runs, so that the run "
         "starts, and is charged for, its own. RSS counts pages shared by the forked Ansible workers once per "
         "process; the summed PSS (shared pages divided among their users, sampled every 250 ms) is the "
-        "memory the machine really gives up. Per run:")
-    for key in ("e.ours.1", "e.base.1", "e.ours.8", "e.base.8", "e.ours.8.free", "e.ours.8.forks8"):
+        "memory the machine really gives up. `e.ours.8.upload` changes a local input first, so that all 8 hosts "
+        "upload as well as fetch. Per run:")
+    for key in ("e.ours.1", "e.base.1", "e.ours.8", "e.base.8", "e.ours.8.upload", "e.ours.8.free",
+                "e.ours.8.forks8"):
         results = _peaks(bench, key)
         if results:
             worst = max(results, key=lambda r: r.peak_rss)
@@ -1215,11 +1236,17 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
         syncs = [row for row in sa["tasks"] if row["kind"] == "rsync" and row["median"] is not None]
         if syncs:
             findings.append(
-                "ansible.posix.synchronize: " + ", ".join(f"\"{row['task']}\" takes {fmt(row['median'])}"
-                                                          for row in syncs)
+                "Transfers (`mlcube_ssh_synchronize`: ansible.posix.synchronize with its module run inside the "
+                "Ansible worker): " + ", ".join(f"\"{row['task']}\" takes {fmt(row['median'])}" for row in syncs)
                 + f" in a warm run, while a bare `rsync -a -n` of the same unchanged cube through the same warm "
-                f"master takes {fmt(med('x.rsync-mux-noop'))}: the difference is the synchronize action and its "
-                "module process on the controller (a Python per host per transfer), not rsync.")
+                f"master takes {fmt(med('x.rsync-mux-noop'))}: the rest is the synchronize action and the task "
+                "around it, not rsync. A warm run whose local files did not change skips the upload (the host "
+                "still carries the last run's stamp).")
+    skip = _diff(med("x.run.host"), med("x.run.unchanged"))
+    findings.append(
+        f"Skipping an unchanged upload: the same warm run takes {fmt(med('x.run.unchanged'))} when nothing "
+        f"changed locally since the previous run vs {fmt(med('x.run.host'))} right after runs of other settings "
+        f"changed the local workspace (difference {fmt(skip)}). The other variants below all upload.")
     interp = _diff(med("x.run.inventory+discovery"), med("x.run.inventory"))
     shim_python = bench.meta.get("shim_python", "?")
     cold = _diff(med("x.run.cold-master"), med("x.run.host"))
@@ -1335,7 +1362,8 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
     add("Reporter's `steps_done` times a step from its first task's result to the next step's first result, so it "
         "is shifted by one task against the wall column, which runs from the step's first task start to its last "
         "result. Kinds: *module* ships a module (remote, or local when delegated to localhost), *rsync* is "
-        "ansible.posix.synchronize, *controller* runs inside the Ansible process (no connection).")
+        "ansible.posix.synchronize (as `mlcube_ssh_synchronize`), *controller* runs inside the Ansible process (no "
+        "connection).")
     add("")
 
     # ---- start-up and experiments
@@ -1353,7 +1381,9 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
         "x.ansible-playbook-empty": "`ansible-playbook` of an empty play, no hosts",
         "x.runner-empty": "ansible-runner (in-process), empty play, no hosts",
         "x.runner-run.yml-no-host": "ansible-runner (in-process), our run.yml with its roles, no host matched",
-        "x.run.host": "warm run, `host` settings (Python API, as a.ours-api)",
+        "x.run.host": "warm run, `host` settings (Python API, as a.ours-api), uploads (the variants before it "
+                      "fetched into the same workspace)",
+        "x.run.unchanged": "the same run again at once: nothing changed locally, so no upload",
         "x.run.inventory": "warm run, the same host through `inventory`",
         "x.run.inventory+discovery": "... and `ansible_python_interpreter: auto_silent` (discovery) in the inventory",
         "x.run.cold-master": "warm run right after `ssh -O exit` (new ControlPersist master)",
@@ -1367,6 +1397,7 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
         "t.8.set_fact-x20": "... 20 `set_fact` tasks (no connection)",
         "t.8.stat-x5": "... 5 `stat` tasks (module calls through warm masters)",
         "e.ours.8": "8-host run, cold masters, defaults (linear, `forks: auto`)",
+        "e.ours.8.upload": "8-host run, cold masters, a local input changed (all 8 hosts upload)",
         "e.ours.8.free": "8-host run, cold masters, `ANSIBLE_STRATEGY=free`",
         "e.ours.8.forks8": "8-host run, cold masters, `forks: 8` (one per host)",
     }
