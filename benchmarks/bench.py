@@ -1213,8 +1213,10 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
         modules = sum(r.get("modules") or 0 for r in sa["roles"])
         rsyncs = sum(r.get("rsyncs") or 0 for r in sa["roles"])
         call = sa.get("module_call")
+        plural = "" if rsyncs == 1 else "s"
         findings.append(
-            f"A warm 1-host `run` ships **{modules:.0f} Ansible module calls** and starts {rsyncs:.0f} rsyncs per host "
+            f"A warm 1-host `run` ships **{modules:.0f} Ansible module calls** and starts {rsyncs:.0f} rsync{plural} "
+            "per host "
             f"(table below). One module call (a tiny `stat`/`file`/`command`) costs a median "
             f"**{fmt(call)}** through the warm ControlPersist master, while the same master answers `ssh host true` "
             f"in {fmt(med('x.ssh-mux-true'))} and `ssh host python3 -c pass` in {fmt(med('x.ssh-mux-python'))}: the "

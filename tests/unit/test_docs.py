@@ -1,0 +1,41 @@
+"""The role variable tables in docs/ansible.md say what the roles' argument specs say (names and defaults)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ROW = re.compile(r"^\| `(mlcube_ssh_[a-z_]+)` \| [^|]+ \| ([^|]+) \|")
+
+
+def spec_defaults() -> dict[str, list[Any]]:
+    """Variable -> the defaults every role entry point that declares it gives it."""
+    found: dict[str, list[Any]] = {}
+    for spec_file in (ROOT / "roles").glob("*/meta/argument_specs.yml"):
+        for entry in yaml.safe_load(spec_file.read_text())["argument_specs"].values():
+            for name, option in (entry.get("options") or {}).items():
+                found.setdefault(name, []).append(option.get("default"))
+    return found
+
+
+def test_documented_role_variables_exist_with_their_documented_defaults() -> None:
+    specs = spec_defaults()
+    rows = [ROW.match(line) for line in (ROOT / "docs" / "ansible.md").read_text().splitlines()]
+    documented = {m.group(1): m.group(2).strip() for m in rows if m}
+    assert len(documented) > 30
+    playbook_only = {"mlcube_ssh_hosts", "mlcube_ssh_serial", "mlcube_ssh_max_fail_percentage"}
+    assert set(documented) - playbook_only <= set(specs), set(documented) - playbook_only - set(specs)
+    checked = 0
+    for name, cell in documented.items():
+        scalar = re.fullmatch(r"`([^`]*)`", cell)
+        if name in playbook_only or not scalar or " " in scalar.group(1):
+            continue  # "required", lists shown as words, prose
+        value = yaml.safe_load(scalar.group(1)) if scalar.group(1) else ""
+        for default in specs[name]:
+            assert value == default, (name, cell, default)
+        checked += 1
+    assert checked > 15
