@@ -21,9 +21,12 @@ import hashlib
 import json
 import os
 import secrets
+import stat
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from . import assets
 from .records import RECORDS_DIR
 from .render import DEFAULT_EXCLUDES, Job, remote_name
 from .settings import Settings
@@ -42,7 +45,7 @@ def _target(settings: Settings, job: Job, kind: str = "configured") -> Path:
     return _state_dir(kind) / f"{remote_name(job.cube_root)}-{key}.json"
 
 
-def _path_digest(path: str | None) -> str:
+def _path_digest(path: str | Path | None) -> str:
     """A file's content, or a folder's (an inventory folder: hosts, group_vars, host_vars), as one digest."""
     if not path or not os.path.exists(path):
         return ""
@@ -55,29 +58,63 @@ def _path_digest(path: str | None) -> str:
     return summary.hexdigest()
 
 
-def _add_tree(summary: hashlib._Hash, root: str, skip: set[str]) -> None:
-    """Path, size, modification time and mode of every file under root, but folders named in `skip`
-    (names anywhere, or absolute paths)."""
+Listing = dict[str, str]
+
+
+def _entry(info: os.stat_result, path: str) -> str:
+    """What rsync -a would carry over for one path: a file's size and time, a link's target, a folder's mode."""
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            return f"l {os.readlink(path)}"
+        except OSError:
+            return "l ?"
+    if stat.S_ISDIR(info.st_mode):
+        return f"d {info.st_mode:o}"  # its time follows its content, which is listed anyway
+    return f"f {info.st_size} {info.st_mtime_ns} {info.st_mode:o}"
+
+
+def _list_tree(listing: Listing, prefix: str, root: str, skip: set[str]) -> None:
+    """Every file, folder and symbolic link under root, but folders named in `skip` (names anywhere, or
+    absolute paths); keys are `prefix` + the path relative to root."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(name for name in dirnames
-                             if name not in skip and os.path.join(dirpath, name) not in skip)
-        for name in sorted(filenames):
+        kept = []
+        for name in sorted(dirnames):
             path = os.path.join(dirpath, name)
+            if name in skip or path in skip:
+                continue
             try:
                 info = os.lstat(path)
             except OSError:
                 continue
-            record = f"{os.path.relpath(path, root)}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_mode}\n"
-            summary.update(record.encode("utf-8", "surrogateescape"))
+            listing[prefix + os.path.relpath(path, root)] = _entry(info, path)
+            if not stat.S_ISLNK(info.st_mode):
+                kept.append(name)
+        dirnames[:] = kept
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                listing[prefix + os.path.relpath(path, root)] = _entry(os.lstat(path), path)
+            except OSError:
+                continue
+
+
+def _digest_of(summary: hashlib._Hash, listing: Listing) -> str:
+    for key in sorted(listing):
+        summary.update(f"{key}\0{listing[key]}\n".encode("utf-8", "surrogateescape"))
+    return summary.hexdigest()
 
 
 def _inputs(settings: Settings, exclude_from: str) -> hashlib._Hash:
-    """A digest started with what decides where and how files go: settings, inventory, git's ignore list."""
+    """A digest started with what decides where and how files go: settings, inventory (with the group_vars and
+    host_vars Ansible reads next to an inventory file), git's ignore list."""
     summary = hashlib.sha256()
     # Settings that change nothing on the hosts stay out (toggling them must not force a check).
     relevant = {key: value for key, value in dataclasses.asdict(settings).items() if key not in LOCAL_ONLY}
     summary.update(json.dumps(relevant, sort_keys=True, default=str).encode())
-    summary.update(_path_digest(settings.inventory).encode() + _path_digest(exclude_from).encode())
+    inventory = settings.inventory
+    for part in (inventory, *((os.path.join(os.path.dirname(inventory), name) for name in ("group_vars", "host_vars"))
+                              if inventory and os.path.isfile(inventory) else ()), exclude_from):
+        summary.update(_path_digest(part).encode() + b"\0")
     return summary
 
 
@@ -87,21 +124,38 @@ SKIPPED = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswi
 def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
     """What a configure depends on: the uploadable tree's metadata (but the workspace), the settings, the
     inventory and git's ignore list."""
-    summary = _inputs(settings, exclude_from)
+    listing: Listing = {}
     # The workspace is left out: remote `mlcube configure` does not read it, and `run` uploads it anyway.
-    _add_tree(summary, os.path.abspath(job.cube_root), SKIPPED | {os.path.abspath(job.workspace)})
-    return summary.hexdigest()
+    _list_tree(listing, "", os.path.abspath(job.cube_root), SKIPPED | {os.path.abspath(job.workspace)})
+    return _digest_of(_inputs(settings, exclude_from), listing)
 
 
-def upload_digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
-    """What a run's upload depends on: the whole uploadable tree, workspace included, but the per-host
-    results a fleet run fetches into <workspace>/hosts/ (never uploaded)."""
-    summary = _inputs(settings, exclude_from)
+def upload_listing(job: Job) -> Listing:
+    """What a run's upload sends: the whole uploadable tree, workspace included, but the per-host results a
+    fleet run fetches into <workspace>/hosts/ (never uploaded)."""
     root, workspace = os.path.abspath(job.cube_root), os.path.abspath(job.workspace)
-    _add_tree(summary, root, SKIPPED | {os.path.join(root, "workspace"), workspace})
-    summary.update(b"\0workspace\0")
-    _add_tree(summary, workspace, SKIPPED | {os.path.join(workspace, "hosts")})
-    return summary.hexdigest()
+    listing: Listing = {}
+    _list_tree(listing, "cube:", root, SKIPPED | {os.path.join(root, "workspace"), workspace})
+    _list_tree(listing, "workspace:", workspace, SKIPPED | {os.path.join(workspace, "hosts")})
+    return listing
+
+
+def upload_digest(settings: Settings, job: Job, exclude_from: str = "", listing: Listing | None = None) -> str:
+    """The upload's inputs as one digest: the listing, the settings, and this tool's upload rules."""
+    summary = _inputs(settings, exclude_from)
+    summary.update(_path_digest(assets.roles_dir() / "mlcube_ssh_upload").encode())
+    return _digest_of(summary, upload_listing(job) if listing is None else listing)
+
+
+def changed_besides(before: Listing, after: Listing, fetched: Iterable[str]) -> list[str]:
+    """Paths that changed between the listings other than the fetched workspace files and their folders:
+    what someone changed while the run went on (those were not uploaded)."""
+    allowed: set[str] = set()
+    for path in fetched:
+        parts = path.strip("/").split("/")
+        allowed.update("workspace:" + "/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return sorted(key for key in before.keys() | after.keys()
+                  if before.get(key) != after.get(key) and key not in allowed)
 
 
 def new_stamp() -> str:
@@ -141,10 +195,12 @@ def forget_synced(settings: Settings, job: Job, hosts: Iterable[str] | None = No
 
 
 def _write(path: Path, content: dict[str, object]) -> None:
+    """Written aside and renamed, so that two commands at once never leave a half-written record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(content) + "\n")
-    temporary.replace(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(handle, "w") as out:
+        out.write(json.dumps(content) + "\n")
+    os.replace(temporary, path)
 
 
 def unchanged(settings: Settings, job: Job, current: str) -> bool:

@@ -134,10 +134,31 @@ def _forks(value: Any) -> int | None:
 
 
 def controller_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's `--cpus`)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota)) if quota else cpus
+
+
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """The CPU quota of this process's cgroup, rounded up (v2 cpu.max, or v1 cfs quota/period); None without."""
+    candidates = [(f"{root}/cpu.max", None), (f"{root}/cpu/cpu.cfs_quota_us", f"{root}/cpu/cpu.cfs_period_us"),
+                  (f"{root}/cpu,cpuacct/cpu.cfs_quota_us", f"{root}/cpu,cpuacct/cpu.cfs_period_us")]
+    for quota_file, period_file in candidates:
+        try:
+            words = Path(quota_file).read_text().split()
+            if period_file is not None:
+                words.append(Path(period_file).read_text().strip())
+            quota, period = words[0], int(words[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if quota in ("max", "-1") or period <= 0:
+            return None
+        return -(-int(quota) // period)
+    return None
 
 
 def forks_for(settings: Settings, playbook: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .records import RECORDS_DIR
@@ -47,7 +48,12 @@ def exclude_file(cube_root: str, workspace_in_cube: bool) -> str:
         target.unlink(missing_ok=True)
         return ""
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(rules) + "\n", encoding="utf-8", errors="surrogateescape")
+    # Written aside and renamed: another command of the same cube may be reading it (rsync --exclude-from).
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    with os.fdopen(handle, "w", encoding="utf-8", errors="surrogateescape") as out:
+        out.write("\n".join(rules) + "\n")
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, target)
     return str(target)
 
 

@@ -184,8 +184,9 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
     exclude_from = _exclude_from(job)
     stamp = fingerprint.new_stamp()
+    before = fingerprint.upload_listing(job)
     if settings.skip_unchanged:  # hosts whose remote copy is what the last run left: their upload is skipped
-        current = fingerprint.upload_digest(settings, job, exclude_from)
+        current = fingerprint.upload_digest(settings, job, exclude_from, before)
         extra.update(mlcube_ssh_sync_stamp=stamp,
                      mlcube_ssh_synced=fingerprint.synced_stamps(settings, job, current))
     invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from)
@@ -194,7 +195,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if not cancel.is_set():
         records.finish_record(record, reporter, job)
-        _remember_synced(settings, job, reporter, stamp)
+        _remember_synced(settings, job, reporter, stamp, before)
         try:
             return _finish("run", outcome, reporter)
         except HostFailure:
@@ -211,16 +212,31 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
                       + ("; outputs so far were fetched" if fetch_on_interrupt else ""))
 
 
-def _remember_synced(settings: Settings, job: Job, reporter: Reporter, stamp: str) -> None:
-    """After a run: the hosts that ran it have the local tree (as it is now, outputs fetched) and the
-    run's stamp; the others are forgotten, so that their next run uploads in full."""
+def _remember_synced(settings: Settings, job: Job, reporter: Reporter, stamp: str,
+                     before: fingerprint.Listing) -> None:
+    """After a run: the hosts that ran it have the local files as they are now (outputs fetched) and the
+    run's stamp. Not so when a local file changed while the run went on (it was not uploaded), nor for the
+    hosts that failed: those are forgotten, so that their next run uploads in full."""
     failed = set(reporter.failures())
-    fingerprint.forget_synced(settings, job, failed)
-    done = [host for host, report in reporter.hosts.items()
-            if host not in failed and report.run_rc is not None]
-    if settings.skip_unchanged and done:
-        after = fingerprint.upload_digest(settings, job, _exclude_from(job))
-        fingerprint.remember_synced(settings, job, done, after, stamp)
+    done = [host for host, report in reporter.hosts.items() if host not in failed and report.run_rc is not None]
+    try:
+        fingerprint.forget_synced(settings, job, failed)
+        if not (settings.skip_unchanged and done):
+            return
+        after = fingerprint.upload_listing(job)
+        workspace = os.path.abspath(job.workspace)
+        fetched = [path for host in done for path in reporter.hosts[host].fetched
+                   if os.path.abspath(reporter.hosts[host].fetch_dest or "") == workspace]
+        if fingerprint.changed_besides(before, after, fetched):
+            fingerprint.forget_synced(settings, job, done)  # edited during the run: the next run uploads
+            return
+        current = fingerprint.upload_digest(settings, job, _exclude_from(job), after)
+        fingerprint.remember_synced(settings, job, done, current, stamp)
+    except OSError as error:  # bookkeeping only: the run itself succeeded
+        reporter.write(f"mlcube-ssh-ansible: warning: cannot record what was uploaded ({error}); the next run "
+                       "uploads again")
+        with contextlib.suppress(OSError):
+            fingerprint.forget_synced(settings, job)
 
 
 def latest_run_id(job: Job) -> str:

@@ -77,6 +77,11 @@ def test_configure_run_fetch_and_idempotence(tmp_path: Path, ssh_host: SshHost, 
     ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
     assert ran.returncode == 0 and "upload changed" in ran.stdout, ran.stdout + ran.stderr
     assert remote(ssh_host, "test", "-f", f"{remote_dir}/mlcube.yaml").returncode == 0
+    # Any other upload (here a configure that contacts the host) voids the stamp: the next run uploads too.
+    workflow.configure(settings, Job(str(cube), str(cube / "workspace")), reporter=quiet_reporter())
+    assert remote(ssh_host, "test", "-e", f"{state_dir}/synced").returncode != 0
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0 and "upload ok" in ran.stdout, ran.stdout
 
 
 def test_failing_task_exits_with_its_code_and_partial_outputs_come_back(

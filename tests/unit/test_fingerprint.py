@@ -111,3 +111,48 @@ def test_synced_stamps_per_host_only_while_the_files_match(cube: Path) -> None:
     fingerprint.forget_synced(settings, job)
     assert fingerprint.synced_stamps(settings, job, "d1") == {}
     assert fingerprint.new_stamp() != fingerprint.new_stamp()
+
+
+def test_links_empty_folders_and_modes_count_like_rsync_sees_them(cube: Path, tmp_path: Path) -> None:
+    job = Job(str(cube), str(cube / "workspace"))
+    seen = [fingerprint.upload_listing(job)]
+    (cube / "data").mkdir()  # an empty folder: rsync -a creates it remotely
+    seen.append(fingerprint.upload_listing(job))
+    (cube / "data").chmod(0o700)
+    seen.append(fingerprint.upload_listing(job))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (cube / "model").symlink_to(tmp_path / "a")  # a link to a folder: copied as a link
+    seen.append(fingerprint.upload_listing(job))
+    (cube / "model").unlink()
+    (cube / "model").symlink_to(tmp_path / "b")
+    seen.append(fingerprint.upload_listing(job))
+    assert all(earlier != later for earlier, later in zip(seen, seen[1:])), seen
+    assert seen[-1]["cube:model"] == f"l {tmp_path / 'b'}"
+
+
+def test_group_vars_next_to_an_inventory_file_count(cube: Path, tmp_path: Path) -> None:
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "hosts.ini").write_text("[gpu]\nnode1\n")
+    settings = parse_settings({"inventory": str(tmp_path / "inv" / "hosts.ini"), "hosts": "gpu",
+                               "platform": "docker", "interpreter": {"type": "system"}})
+    job = Job(str(cube), str(cube / "workspace"))
+    before = fingerprint.digest(settings, job), fingerprint.upload_digest(settings, job)
+    (tmp_path / "inv" / "group_vars").mkdir()
+    (tmp_path / "inv" / "group_vars" / "gpu.yml").write_text("mlcube_ssh_excludes: [data/]\n")
+    after = fingerprint.digest(settings, job), fingerprint.upload_digest(settings, job)
+    assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_only_fetched_files_may_change_during_a_run(cube: Path) -> None:
+    job = Job(str(cube), str(cube / "workspace"))
+    before = fingerprint.upload_listing(job)
+    (cube / "workspace" / "out").mkdir()
+    (cube / "workspace" / "out" / "result.txt").write_text("fetched")
+    after = fingerprint.upload_listing(job)
+    assert fingerprint.changed_besides(before, after, ["out/result.txt"]) == []
+    (cube / "mlcube.yaml").write_text("name: edited while the task ran\n")
+    os.utime(cube / "mlcube.yaml", ns=(5, 5))
+    edited = fingerprint.upload_listing(job)
+    assert fingerprint.changed_besides(before, edited, ["out/result.txt"]) == ["cube:mlcube.yaml"]
+    assert fingerprint.changed_besides(before, after, []) == ["workspace:out", "workspace:out/result.txt"]

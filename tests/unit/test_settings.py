@@ -133,3 +133,21 @@ def test_host_and_inventory_together_is_an_error(tmp_path: Path) -> None:
         parse_settings(section(inventory=str(inventory)))
     settings = parse_settings(section(host=None, inventory=str(inventory), hosts="gpu:!gpu2"))
     assert settings.inventory == str(inventory) and settings.hosts == "gpu:!gpu2"
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"cpu.max": "150000 100000\n"}, 2),
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_a_container_cpu_quota_caps_the_cpus(tmp_path: Path, files: dict[str, str], expected: int | None,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert settings_module._cgroup_cpu_quota(str(tmp_path)) == expected
+    monkeypatch.setattr(settings_module, "_cgroup_cpu_quota", lambda: expected)
+    monkeypatch.setattr(settings_module.os, "sched_getaffinity", lambda _pid: set(range(8)))
+    assert settings_module.controller_cpus() == (expected or 8)

@@ -12,6 +12,8 @@ description:
   - With O(create), creates the cube folder (like C(mkdir -p)); changed only when it did not exist.
   - Returns the stamp the last run left next to the uploaded cube (C(<state_dir>/synced)), if the cube's
     C(mlcube.yaml) is still there: the upload step skips a host whose stamp is the one the controller expects.
+  - With O(clear_synced) (the play uploads), a stamp other than O(synced_expected) is removed and not
+    returned: the upload that follows replaces the files it vouched for.
   - One module call instead of several keeps a warm command fast.
 options:
   remote_root: {type: str, required: true, description: Folder holding uploaded cubes.}
@@ -21,6 +23,8 @@ options:
   venv_location: {type: str, required: true, description: Parent folder of the virtualenv.}
   venv_name: {type: str, required: true, description: Folder name of the virtualenv.}
   create: {type: bool, default: false, description: Create the cube folder.}
+  clear_synced: {type: bool, default: false, description: Remove an upload stamp other than O(synced_expected).}
+  synced_expected: {type: str, default: '', description: The upload stamp the controller expects here.}
 author: mlcube-ssh-ansible
 """
 
@@ -51,6 +55,8 @@ def main() -> None:
             venv_location=dict(type="str", required=True),
             venv_name=dict(type="str", required=True),
             create=dict(type="bool", default=False),
+            clear_synced=dict(type="bool", default=False),
+            synced_expected=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -65,13 +71,19 @@ def main() -> None:
         env_python = params["python"]
         exists = shutil.which(os.path.expanduser(env_python)) is not None
     state_dir = os.path.join(root, ".mlcube-ssh-ansible", params["remote_name"])
+    synced_file = os.path.join(state_dir, "synced")
     synced = ""
-    if os.path.isfile(os.path.join(remote_dir, "mlcube.yaml")):
-        try:
-            with open(os.path.join(state_dir, "synced")) as handle:
-                synced = handle.read().strip()
-        except (OSError, UnicodeDecodeError):
-            pass
+    try:
+        with open(synced_file) as handle:
+            synced = handle.read().strip()
+    except (OSError, UnicodeDecodeError):
+        pass
+    if not os.path.isfile(os.path.join(remote_dir, "mlcube.yaml")):
+        synced = ""
+    if params["clear_synced"] and (not synced or synced != params["synced_expected"]):
+        synced = ""
+        if not module.check_mode and os.path.lexists(synced_file):
+            os.remove(synced_file)  # bookkeeping of ours, not a change to the user's files
     changed = False
     if params["create"] and not os.path.isdir(remote_dir):
         changed = True

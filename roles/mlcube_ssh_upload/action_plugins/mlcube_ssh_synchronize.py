@@ -9,8 +9,9 @@ runs in the worker process that already exists; the worker is forked for this on
 nothing it changes outlives the task.
 
 Everything else is synchronize's own code: the same options, the same rsync command line, the same result.
-Whenever the in-process way is not possible (an unusual connection, async, an ansible-core or ansible.posix
-this was not written for), it falls back to synchronize's usual way, a module process.
+Whenever the in-process way is not possible (an unusual connection, async, `environment:`, `become` on the
+controller, an ansible-core or ansible.posix this was not written for), it falls back to synchronize's usual
+way, a module process.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class ActionModule(SynchronizeAction):
         in_worker = (module_name == MODULE and module_args is not None and tmp is None and not args
                      and not kwargs.get("wrap_async") and not self._task.async_val
                      and not _has_environment(self._task.environment)
-                     and getattr(self._connection, "transport", None) == "local")
+                     and not self._play_context.become  # synchronize drops it for remote ends; a module
+                     and getattr(self._connection, "transport", None) == "local")  # process does it otherwise
         if in_worker:
             result = self._run_in_worker(dict(module_args), task_vars or {})
             if result is not None:
