@@ -184,8 +184,9 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
     exclude_from = _exclude_from(job)
     stamp = fingerprint.new_stamp()
-    before = fingerprint.upload_listing(job)
+    before: fingerprint.Listing = {}
     if settings.skip_unchanged:  # hosts whose remote copy is what the last run left: their upload is skipped
+        before = fingerprint.upload_listing(job)
         current = fingerprint.upload_digest(settings, job, exclude_from, before)
         extra.update(mlcube_ssh_sync_stamp=stamp,
                      mlcube_ssh_synced=fingerprint.synced_stamps(settings, job, current))
