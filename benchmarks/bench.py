@@ -1190,7 +1190,10 @@ def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: floa
         "subreaper, so it still sees them). Masters were closed before each of these runs, so that the run "
         "starts, and is charged for, its own. RSS counts pages shared by the forked Ansible workers once per "
         "process; the summed PSS (shared pages divided among their users, sampled every 250 ms) is the "
-        "memory the machine really gives up. `e.ours.8.upload` changes a local input first, so that all 8 hosts "
+        "memory the machine really gives up. A sample may catch one more `ansible-playbook` than forks + 1: a "
+        "process between fork and exec (an ssh or rsync starting), whose pages are still the parent's; it "
+        "lasts about a millisecond and adds ~50 MB to the sum, not to PSS. "
+        "`e.ours.8.upload` changes a local input first, so that all 8 hosts "
         "upload as well as fetch. Per run:")
     for key in ("e.ours.1", "e.base.1", "e.ours.8", "e.base.8", "e.ours.8.upload", "e.ours.8.free",
                 "e.ours.8.forks8"):
