@@ -8,8 +8,9 @@
 * upload: a `run` uploads nothing to a host whose remote copy is what this controller left there, with the
   local files unchanged since: after every successful run the local tree's fingerprint is kept per host
   together with a random stamp the run wrote next to the remote copy. The next run passes the stamps of the
-  hosts whose fingerprint still matches, and the upload step compares them with the remote one, so a copy
-  changed by anyone else (another controller, a wiped folder) is uploaded again.
+  hosts whose fingerprint still matches, and the upload step compares them with the remote one. Every other
+  upload removes the remote stamp first, and a local file changed while a run goes on (other than its
+  fetched outputs) voids the record, so a copy changed by anyone else is uploaded again.
 
 `skip_unchanged: false` turns both off.
 """
