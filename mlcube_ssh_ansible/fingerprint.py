@@ -23,13 +23,12 @@ import json
 import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import AbstractSet, Iterable
 
 from . import assets
-from .records import RECORDS_DIR
-from .render import DEFAULT_EXCLUDES, Job, remote_name
+from .records import write_atomically
+from .render import EXCLUDED_DIRS, Job, remote_name
 from .settings import Settings
 
 LOCAL_ONLY = ("skip_unchanged", "keep_artifacts", "retries", "forks", "serial", "max_fail_percentage")
@@ -74,7 +73,7 @@ def _entry(info: os.stat_result, path: str) -> str:
     return f"f {info.st_size} {info.st_mtime_ns} {info.st_mode:o}"
 
 
-def _list_tree(listing: Listing, prefix: str, root: str, skip: set[str]) -> None:
+def _list_tree(listing: Listing, prefix: str, root: str, skip: AbstractSet[str]) -> None:
     """Every file, folder and symbolic link under root, but folders named in `skip` (names anywhere, or
     absolute paths); keys are `prefix` + the path relative to root."""
     for dirpath, dirnames, filenames in os.walk(root):
@@ -119,7 +118,7 @@ def _inputs(settings: Settings, exclude_from: str) -> hashlib._Hash:
     return summary
 
 
-SKIPPED = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/")} | {RECORDS_DIR}
+SKIPPED = EXCLUDED_DIRS  # the records folder (RECORDS_DIR) among them
 
 
 def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
@@ -181,7 +180,7 @@ def synced_stamps(settings: Settings, job: Job, current: str) -> dict[str, str]:
 def remember_synced(settings: Settings, job: Job, hosts: Iterable[str], current: str, stamp: str) -> None:
     entries = _synced(settings, job)
     entries.update({host: {"digest": current, "stamp": stamp} for host in hosts})
-    _write(_target(settings, job, "synced"), {"hosts": entries, "cube": os.path.abspath(job.cube_root)})
+    _save(_target(settings, job, "synced"), {"hosts": entries, "cube": os.path.abspath(job.cube_root)})
 
 
 def forget_synced(settings: Settings, job: Job, hosts: Iterable[str] | None = None) -> None:
@@ -192,16 +191,11 @@ def forget_synced(settings: Settings, job: Job, hosts: Iterable[str] | None = No
     entries = _synced(settings, job)
     for host in hosts:
         entries.pop(host, None)
-    _write(_target(settings, job, "synced"), {"hosts": entries, "cube": os.path.abspath(job.cube_root)})
+    _save(_target(settings, job, "synced"), {"hosts": entries, "cube": os.path.abspath(job.cube_root)})
 
 
-def _write(path: Path, content: dict[str, object]) -> None:
-    """Written aside and renamed, so that two commands at once never leave a half-written record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(handle, "w") as out:
-        out.write(json.dumps(content) + "\n")
-    os.replace(temporary, path)
+def _save(path: Path, content: dict[str, object]) -> None:
+    write_atomically(path, json.dumps(content) + "\n")
 
 
 def unchanged(settings: Settings, job: Job, current: str) -> bool:
@@ -213,7 +207,7 @@ def unchanged(settings: Settings, job: Job, current: str) -> bool:
 
 
 def remember(settings: Settings, job: Job, current: str) -> None:
-    _write(_target(settings, job), {"digest": current, "cube": os.path.abspath(job.cube_root)})
+    _save(_target(settings, job), {"digest": current, "cube": os.path.abspath(job.cube_root)})
 
 
 def forget(settings: Settings, job: Job) -> None:

@@ -14,6 +14,7 @@ import datetime
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,19 @@ def _seconds(started: str | None, ended: str | None) -> float | None:
     return round(delta.total_seconds(), 3)
 
 
-def _write_json(path: Path, content: dict[str, Any]) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Written aside and renamed: a reader (another command, rsync --exclude-from) never sees half a file,
+    and two writers at once never share a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(handle, "w", encoding="utf-8", errors="surrogateescape") as out:
+        out.write(text)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    write_atomically(path, json.dumps(content, indent=2, sort_keys=False) + "\n")
 
 
 def start_record(settings: Settings, job: Job) -> dict[str, Any]:

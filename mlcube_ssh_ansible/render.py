@@ -44,6 +44,8 @@ DEFAULT_EXCLUDES = (
     ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".mypy_cache/", ".pytest_cache/",
     ".ruff_cache/", ".tox/", ".venv/", ".ipynb_checkpoints/", ".DS_Store", ".mlcube-ssh-ansible/",
 )
+# The folder names among them: walks of the cube (file counts, fingerprints) do not enter these.
+EXCLUDED_DIRS = frozenset(pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/"))
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .records import RECORDS_DIR
-from .render import DEFAULT_EXCLUDES, remote_name
+from .records import RECORDS_DIR, write_atomically
+from .render import EXCLUDED_DIRS, remote_name
 
 MANY_FILES = 10_000
 EXCLUDES_FILE = "upload-excludes"
@@ -47,22 +46,15 @@ def exclude_file(cube_root: str, workspace_in_cube: bool) -> str:
     if not rules:
         target.unlink(missing_ok=True)
         return ""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed: another command of the same cube may be reading it (rsync --exclude-from).
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
-    with os.fdopen(handle, "w", encoding="utf-8", errors="surrogateescape") as out:
-        out.write("\n".join(rules) + "\n")
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, target)
+    write_atomically(target, "\n".join(rules) + "\n")  # another command may be reading it
     return str(target)
 
 
 def count_files(cube_root: str, limit: int = MANY_FILES + 1) -> int:
     """Files an upload would consider (the default excludes' folders left out), counting up to `limit`."""
-    skipped = {pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/")}
     count = 0
     for _, dirnames, filenames in os.walk(cube_root):
-        dirnames[:] = [name for name in dirnames if name not in skipped]
+        dirnames[:] = [name for name in dirnames if name not in EXCLUDED_DIRS]
         count += len(filenames)
         if count >= limit:
             break

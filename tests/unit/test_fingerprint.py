@@ -6,21 +6,9 @@ import dataclasses
 import os
 from pathlib import Path
 
-import pytest
-
 from mlcube_ssh_ansible import fingerprint
 from mlcube_ssh_ansible.render import Job
 from mlcube_ssh_ansible.settings import parse_settings
-
-
-@pytest.fixture()
-def cube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    root = tmp_path / "cube"
-    (root / "workspace").mkdir(parents=True)
-    (root / "mlcube.yaml").write_text("name: c\n")
-    (root / "workspace" / "in.txt").write_text("x")
-    return root
 
 
 def test_what_changes_the_fingerprint(cube: Path) -> None:
