@@ -44,6 +44,7 @@ __all__ = [
     "remote",
     "set_password",
     "ssh_argv",
+    "user_name",
 ]
 
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
@@ -159,8 +160,19 @@ class TestUser:
     identity_file: Path
 
 
+USER_SUFFIX_VARIABLE = "MLCUBE_TEST_USER_SUFFIX"
+
+
+def user_name(name: str) -> str:
+    """`name`, plus `-$MLCUBE_TEST_USER_SUFFIX` when set: test runs from two checkouts at once get apart homes."""
+    suffix = os.environ.get(USER_SUFFIX_VARIABLE, "")
+    return f"{name}-{suffix}" if suffix else name
+
+
 def make_user(name: str, key_dir: Path) -> TestUser:
     """Create (or reuse) user `name`, able to run Docker, logging in with an ed25519 key pair in `key_dir`.
+
+    `name` gets the suffix of :func:`user_name`, so every caller of one test run lands in the same homes.
 
     The key pair is made unless `key_dir` already holds one for `name` (so calling this twice is harmless).
     An existing user keeps its home; its authorized_keys is replaced by this key, so keys from an earlier
@@ -170,6 +182,7 @@ def make_user(name: str, key_dir: Path) -> TestUser:
                                          check=False).returncode == 0
     if not docker_group_exists:
         raise RuntimeError("group 'docker' does not exist; install docker.io (scripts/setup-machine.sh)")
+    name = user_name(name)
     try:
         pwd.getpwnam(name)
     except KeyError:

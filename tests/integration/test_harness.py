@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SettingsFactory
-from tests.hosts import DROP, Sshd, SshHost, example_cube, make_user, remote, set_password, ssh_argv
+from tests.hosts import DROP, Sshd, SshHost, example_cube, make_user, remote, set_password, ssh_argv, user_name
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_key_login_with_strict_known_hosts(ssh_host: SshHost) -> None:
     proc = remote(ssh_host, "id", "-un")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "mlcube-t1"
+    assert proc.stdout.strip() == user_name("mlcube-t1")
 
 
 def test_arguments_are_quoted_for_the_remote_shell(ssh_host: SshHost) -> None:
@@ -35,7 +35,8 @@ def test_user_can_use_docker(ssh_host: SshHost) -> None:
 def test_fleet_hosts_are_distinct(fleet: list[SshHost]) -> None:
     seen = {(host.address, remote(host, "sh", "-c", 'echo "$(id -un) $HOME"', check=True).stdout.strip())
             for host in fleet}
-    assert seen == {(f"127.0.0.{i + 1}", f"mlcube-f{i} /home/mlcube-f{i}") for i in range(1, 5)}
+    names = [user_name(f"mlcube-f{i}") for i in range(1, 5)]
+    assert seen == {(f"127.0.0.{i + 2}", f"{name} /home/{name}") for i, name in enumerate(names)}
 
 
 def test_wrong_host_key_fails_verification(ssh_host: SshHost, tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_password_login(sshd: Sshd, ssh_keys: Path) -> None:
     proc = subprocess.run(["sshpass", "-p", "harness-pw-1", *argv, "id -un"], capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "mlcube-t2"
+    assert proc.stdout.strip() == user_name("mlcube-t2")
 
 
 def test_example_cube_has_static_busybox(tmp_path: Path) -> None:
