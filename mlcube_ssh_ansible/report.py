@@ -7,6 +7,7 @@ into a short report and keeps what the workflow needs to decide the exit code.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -87,16 +88,54 @@ HOST_KEY_HINT = (
 )
 
 
+# Module messages that only say *that* a command failed; the command's own output says why.
+GENERIC_MESSAGES = re.compile(r"^(non-zero return code|MODULE FAILURE\b.*|Task failed: .*non-zero return code)$",
+                              re.IGNORECASE | re.DOTALL)
+# Lines that name the root cause even when later lines say something else (rsync's sender reports a broken
+# pipe after the receiver died of a full disk): kept in the reason wherever they are.
+ROOT_CAUSES = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system|Cannot allocate memory",
+                         re.IGNORECASE)
+REASON_LINES = 5  # the last lines of the remote command's error output that a failure shows
+_NOISE = re.compile(r"^\[notice\]|^WARNING: You are using pip version|^Traceback \(most recent call last\)")
+INTERPRETER_HINT = (
+    "the Python that runs Ansible's modules is missing on the host: install python3 there (3.8 or newer) or set "
+    "interpreter.python (or ansible_python_interpreter) to its path"
+)
+
+
+def _lines(text: str) -> list[str]:
+    """The telling lines of an error output: no blanks, traceback frames, warnings or pip notices."""
+    kept = StderrFilter().feed([line.rstrip() for line in text.replace("\r", "\n").splitlines()])
+    return [line.strip() for line in kept if line.strip() and not _NOISE.search(line.strip())]
+
+
 def _reason(res: dict[str, Any]) -> str:
-    """One line that says why a task failed, from whatever the module returned."""
-    for key in ("stderr", "msg", "stdout"):
-        text = res.get(key)
-        if isinstance(text, str) and text.strip():
-            if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
-                return HOST_KEY_HINT
-            lines = [line for line in text.strip().splitlines() if line.strip()]
-            return lines[-1].strip()[:500]
-    return "failed"
+    """One line that says why a task failed: the last lines (at most REASON_LINES) of what the remote command
+    said on stderr (or stdout, if it said nothing there), joined with ' | ', never just 'non-zero return code'.
+
+    A root cause such as 'No space left on device' is kept even when it came before those lines."""
+    texts = [res.get(key) for key in ("stderr", "module_stderr", "stdout", "module_stdout", "msg")]
+    found = {key: text for key, text in zip(("stderr", "module_stderr", "stdout", "module_stdout", "msg"), texts)
+             if isinstance(text, str) and text.strip()}
+    everything = "\n".join(found.values())
+    if "Host key verification failed" in everything or "REMOTE HOST IDENTIFICATION HAS CHANGED" in everything:
+        return HOST_KEY_HINT
+    if res.get("rc") == 127 and re.search(r"python[0-9.]*: (not found|No such file)", everything):
+        return INTERPRETER_HINT
+    msg = found.get("msg", "")
+    generic = not msg or bool(GENERIC_MESSAGES.match(msg.strip()))
+    lines: list[str] = []
+    for key in ("stderr", "module_stderr", "stdout", "module_stdout") if generic else ("msg",):
+        lines = _lines(found.get(key, ""))
+        if lines:
+            break
+    if not lines and not generic:
+        lines = _lines(msg)
+    if not lines:
+        return "failed" + (f" with exit code {res['rc']}" if isinstance(res.get("rc"), int) else "")
+    tail = lines[-REASON_LINES:]
+    causes = [line for line in lines[:-REASON_LINES] if ROOT_CAUSES.search(line)]
+    return " | ".join(line[:300] for line in causes[-1:] + tail)[:1500]
 
 
 def moved_files(res: dict[str, Any]) -> list[str]:
