@@ -16,6 +16,9 @@ POSIX_FIX = (
     "or `ansible-galaxy collection install ansible.posix`"
 )
 
+# mlcube 0.0.9 goes in beside this package, without its dependencies (pyproject.toml says why).
+MLCUBE_INSTALL_HINT = "install it with `pip install --no-deps mlcube==0.0.9` (README: Install)"
+
 
 def playbook(name: str) -> Path:
     """Absolute path of a packaged playbook (`configure`, `run`)."""

@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator, Sequence
 import click
 import yaml
 
-from . import __version__, assets, doctor, runner, workflow
-from .errors import Interrupted, SshAnsibleError
+from . import __version__, assets, doctor, render, workflow
+from .errors import EnvironmentProblem, Interrupted, SshAnsibleError
 from .render import Job
 from .report import Reporter
 from .settings import RUNNER_NAME, Settings, forks_for
@@ -41,7 +41,7 @@ PROG = "mlcube-ssh-ansible"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # --log-level info shows Ansible's own output; debug adds ssh's account of each connection (-vvv).
 LOG_VERBOSITY = {"info": 1, "debug": 3}
-RUN_OPTIONS = runner.RUN_OPTIONS
+RUN_OPTIONS = render.RUN_OPTIONS
 MAX_LISTED_FILES = 200
 _TASK_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=")
 _PARAM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*=")
@@ -117,6 +117,8 @@ def _settings_errors_raise() -> Iterator[None]:
     otherwise). Here the error travels up to the one place that reports errors, and `doctor` can turn
     it into a check line.
     """
+    from . import runner  # imports MLCube: only once load() found it installed
+
     runner.Config.exit_on_error = False
     try:
         yield
@@ -145,8 +147,12 @@ class Loaded:
 def load(mlcube: str | None, platform: str, workspace: str | None = None, task_args: Sequence[str] = (),
          params: Sequence[str] = ()) -> Loaded:
     """The effective MLCube configuration, built as `mlcube configure|run` build it, and our settings."""
-    from mlcube.cli import parse_cli_args
-    from mlcube.system_settings import SystemSettings
+    try:
+        from mlcube.cli import parse_cli_args
+        from mlcube.system_settings import SystemSettings
+    except ImportError as error:
+        raise EnvironmentProblem(f"MLCube is not installed here ({_one_line(error)}): "
+                                 f"{assets.MLCUBE_INSTALL_HINT}") from None
 
     config_file = cube_file(mlcube)
     if not config_file.is_file():
@@ -177,6 +183,8 @@ def load(mlcube: str | None, platform: str, workspace: str | None = None, task_a
     except Exception as error:  # OmegaConf: a bad -P key or interpolation, a malformed mlcube.yaml, ...
         problem = _one_line(error)
         raise CommandLineError(f"cannot build the MLCube configuration of {config_file}: {problem}") from None
+    from . import runner
+
     return Loaded(config=config, settings=runner.settings_from(config), settings_file=settings_file)
 
 

@@ -47,6 +47,9 @@ DEFAULT_EXCLUDES = (
 # The folder names among them: walks of the cube (file counts, fingerprints) do not enter these.
 EXCLUDED_DIRS = frozenset(pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/"))
 
+# `mlcube run` options that the remote `mlcube run` takes as they are.
+RUN_OPTIONS = ("network", "security", "gpus", "memory", "cpu")
+
 
 @dataclass(frozen=True)
 class Job:

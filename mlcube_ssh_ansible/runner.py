@@ -18,11 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import workflow
 from .errors import SettingsError, SshAnsibleError
-from .render import Job
+from .render import RUN_OPTIONS, Job
 from .settings import Settings, default_platform_section, parse_settings
-
-# `mlcube run` options that the remote `mlcube run` takes as they are.
-RUN_OPTIONS = ("network", "security", "gpus", "memory", "cpu")
 
 
 class RemoteError(ExecutionError):  # type: ignore[misc]  # mlcube has no type hints

@@ -87,10 +87,12 @@ fi
 # without recreating the venv. The stamp holds the hash of the pyproject.toml that was installed.
 if [[ -f pyproject.toml ]]; then
     stamp=.venv/.mlcube-ssh-ansible-installed
-    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    want="$(cat pyproject.toml scripts/mlcube-requirements.txt | sha256sum | cut -d' ' -f1)"
     if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
-        log "installing the project into .venv: pip install -e '.[ansible,dev]'"
-        .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[ansible,dev]'
+        log "installing the project into .venv: pip install -e '.[ansible,mlcube,dev]', then MLCube with --no-deps"
+        .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[ansible,mlcube,dev]'
+        # As in the README: mlcube 0.0.9's own omegaconf pin can't be resolved by current pip (pyproject.toml).
+        .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps -r scripts/mlcube-requirements.txt
         printf '%s\n' "$want" >"$stamp"
     fi
 else

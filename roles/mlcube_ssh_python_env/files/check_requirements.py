@@ -1,6 +1,14 @@
-# Prints which of the requirements given as arguments are not satisfied, and pip's version, as JSON.
+# Prints, as JSON, which requirements are not satisfied in this Python environment, which dependencies of the
+# installed ones are not (with the overrides applied), and pip's version.
+# Argument: one JSON object {"requirements": [...], "overrides": [...]}.
+#
+# Why overrides: a requirement can pin a dependency whose metadata current pip refuses to read (mlcube 0.0.9
+# pins omegaconf==2.1.0, whose `PyYAML>=5.1.*` pip 24.1 and later reject), so pip can't resolve it at all.
+# The role then installs the requirements with --no-deps and their dependencies from this list, where an
+# override replaces every direct dependency of the same name (what uv calls an override).
 # Runs with the environment's own Python, so it sees exactly what that environment has installed.
 import json
+import re
 import sys
 
 try:
@@ -12,18 +20,71 @@ try:
 except ImportError:
     from pip._vendor.packaging.requirements import Requirement
 
-missing = []
-for spec in sys.argv[1:]:
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse(spec):
     try:
-        req = Requirement(spec)
+        return Requirement(spec)
+    except Exception:  # a URL, a path, or metadata no parser accepts: let pip decide
+        return None
+
+
+def satisfied(req):
+    try:
         version = metadata.version(req.name)
-    except Exception:  # unparsable (URL, path) or not installed: let pip decide
-        missing.append(spec)
-        continue
-    if req.specifier and not req.specifier.contains(version, prereleases=True):
-        missing.append(spec)
-try:
-    pip_version = metadata.version("pip")
-except Exception:
-    pip_version = None
-print(json.dumps({"missing": missing, "pip": pip_version}))
+    except Exception:
+        return False
+    return not req.specifier or req.specifier.contains(version, prereleases=True)
+
+
+def wanted(req, extras):
+    if req.marker is None:
+        return True
+    return any(req.marker.evaluate({"extra": extra}) for extra in [""] + sorted(extras))
+
+
+def main():
+    given = json.loads(sys.argv[1])
+    requirements = given.get("requirements") or []
+    overrides = {}
+    for spec in given.get("overrides") or []:
+        req = parse(spec)
+        if req is not None:
+            overrides[canonical(req.name)] = spec
+    missing, dependencies, listed = [], [], set()
+    parsed = []
+    for spec in requirements:
+        req = parse(spec)
+        if req is None or not satisfied(req):
+            missing.append(spec)
+        if req is not None:
+            listed.add(canonical(req.name))
+            parsed.append(req)
+    seen = set()
+    for req in parsed:
+        try:
+            declared = metadata.requires(req.name) or []
+        except Exception:  # not installed yet: its dependencies are known after the install
+            continue
+        for text in declared:
+            dep = parse(text)
+            if dep is None or not wanted(dep, req.extras):
+                continue
+            name = canonical(dep.name)
+            if name in listed or name in seen:
+                continue
+            seen.add(name)
+            spec = overrides.get(name, str(dep).split(";")[0].strip())
+            if not satisfied(parse(spec) or dep):
+                dependencies.append(spec)
+    try:
+        pip_version = metadata.version("pip")
+    except Exception:
+        pip_version = None
+    print(json.dumps({"missing": missing, "dependencies": dependencies, "pip": pip_version}))
+
+
+main()

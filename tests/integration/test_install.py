@@ -1,0 +1,161 @@
+"""The install path a user takes, with today's pip: the README's commands in a fresh virtualenv, then a cube.
+
+mlcube 0.0.9 pins omegaconf==2.1.0, whose metadata pip >= 24.1 rejects; these tests fail when the documented
+install stops working with the newest pip, breaks an existing MLCube install, or the remote side can't install
+MLCube with a current pip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.hosts import REPO_ROOT, SshHost, example_cube, remote
+
+from .conftest import PLAIN_PATH, user_env
+
+pytestmark = pytest.mark.integration
+
+README = REPO_ROOT / "README.md"
+
+
+def documented_install(after: str = "\n## Install\n") -> list[list[str]]:
+    """The `pip install` commands of the README's first bash block after `after`, as argv lists, our package
+    name replaced by this checkout (the package is not on PyPI)."""
+    section = README.read_text().split(after, 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README's Install section has no bash block"
+    commands = []
+    for line in block.group(1).splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        argv = shlex.split(line)
+        assert argv[:2] == ["pip", "install"], f"README's install block has a command that is not pip: {line}"
+        commands.append([str(REPO_ROOT) + arg[len("mlcube-ssh-ansible"):] if arg.startswith("mlcube-ssh-ansible")
+                         else arg for arg in argv])
+    assert 1 <= len(commands) <= 2, "the install is one command, two at most"
+    return commands
+
+
+def sh(argv: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900,
+                          env={**user_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1", **(env_extra or {})})
+    assert proc.returncode == 0, f"{shlex.join(argv)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def new_venv(path: Path, newest_pip: bool) -> Path:
+    """A virtualenv made with this machine's Python (seeded with its bundled pip), pip upgraded if asked."""
+    sh([sys.executable, "-m", "venv", str(path)])  # from a venv too, Python makes it from the base install
+    if newest_pip:
+        sh([str(path / "bin" / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    return path / "bin"
+
+
+def versions(bin_dir: Path) -> dict[str, str]:
+    listed = sh([str(bin_dir / "python"), "-m", "pip", "list", "--format=json"]).stdout
+    return {entry["name"].lower(): entry["version"] for entry in json.loads(listed)}
+
+
+def pip_major_minor(bin_dir: Path) -> tuple[int, int]:
+    major, minor = versions(bin_dir)["pip"].split(".")[:2]
+    return int(major), int(minor)
+
+
+def run_install(bin_dir: Path, after: str = "\n## Install\n") -> None:
+    for argv in documented_install(after):
+        sh([str(bin_dir / "python"), "-m", *argv])
+
+
+def test_readme_install_works_with_the_newest_pip_and_runs_a_cube(tmp_path: Path, ssh_host: SshHost,
+                                                                   settings_file) -> None:
+    bin_dir = new_venv(tmp_path / "venv", newest_pip=True)
+    assert pip_major_minor(bin_dir) >= (24, 1), "the newest pip must be one that rejects omegaconf 2.1.0's metadata"
+
+    run_install(bin_dir)
+
+    installed = versions(bin_dir)
+    assert installed["mlcube"] == "0.0.9"
+    assert installed["mlcube-ssh-ansible"]
+    cli = sh([str(bin_dir / "mlcube-ssh-ansible"), "--version"])
+    assert "mlcube-ssh-ansible" in cli.stdout
+    settings_file(ssh_host)
+    cube = example_cube(tmp_path)
+    env = {**user_env(), "PATH": PLAIN_PATH}
+    for command in (["configure"], ["run", "--task=hello"]):
+        proc = subprocess.run([str(bin_dir / "mlcube"), *command, f"--mlcube={cube}", "--platform=ssh-ansible"],
+                              capture_output=True, text=True, env=env, timeout=900, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (cube / "workspace" / "greeting.txt").read_text().startswith("Hello")
+
+
+def test_readme_install_keeps_an_existing_mlcube_install(tmp_path: Path) -> None:
+    # MLCube as an older pip installed it, with its own pins (omegaconf 2.1.0); then today's pip adds ours.
+    bin_dir = new_venv(tmp_path / "venv", newest_pip=False)
+    assert pip_major_minor(bin_dir) < (24, 1), "this machine's bundled pip must still read omegaconf 2.1.0"
+    sh([str(bin_dir / "python"), "-m", "pip", "install", "-q", "mlcube==0.0.9", "mlcube-docker==0.0.9"])
+    sh([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    before = versions(bin_dir)
+    assert before["omegaconf"] == "2.1.0"
+
+    run_install(bin_dir, after="**Beside an existing MLCube**")
+
+    after = versions(bin_dir)
+    changed = {name: (version, after.get(name)) for name, version in before.items() if after.get(name) != version}
+    assert changed == {}, f"installing mlcube-ssh-ansible changed the existing install: {changed}"
+    sh([str(bin_dir / "python"), "-c", "import mlcube_ssh_ansible.runner, mlcube_docker"])
+    sh([str(bin_dir / "mlcube"), "--help"])
+
+
+def test_remote_virtualenv_with_a_current_pip_gets_mlcube(tmp_path: Path, ssh_host: SshHost, settings_file,
+                                                          mlcube_cli) -> None:
+    """A host whose pip is current: the requirements go in with --no-deps, their dependencies with the
+    override, and pip is left as the host has it."""
+    remote(ssh_host, "rm", "-rf", ".venvs/pip-current", check=True)
+    remote(ssh_host, "/usr/bin/python3", "-m", "venv", ".venvs/pip-current", check=True)
+    remote(ssh_host, ".venvs/pip-current/bin/python", "-m", "pip", "install", "-q", "--upgrade", "pip",
+           check=True)
+    settings_file(ssh_host, interpreter={"name": "pip-current"})
+    cube = example_cube(tmp_path)
+
+    first = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible", "-Prunner.skip_unchanged=false")
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    listed = remote(ssh_host, ".venvs/pip-current/bin/python", "-m", "pip", "list", "--format=json", check=True)
+    remote_versions = {entry["name"].lower(): entry["version"] for entry in json.loads(listed.stdout)}
+    assert remote_versions["mlcube"] == "0.0.9" and remote_versions["mlcube-docker"] == "0.0.9"
+    assert remote_versions["omegaconf"].startswith("2.1.") and remote_versions["omegaconf"] != "2.1.0"
+    assert tuple(int(part) for part in remote_versions["pip"].split(".")[:2]) >= (24, 1), "pip was downgraded"
+    assert "python env changed" in first.stdout
+    assert "python env changed" not in second.stdout and "python env ok" in second.stdout, second.stdout
+
+
+def test_readme_uv_command_installs_it(tmp_path: Path) -> None:
+    section = README.read_text().split("**With uv**", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README has no uv command"
+    argv = shlex.split(block.group(1).strip())
+    assert argv[:3] == ["uv", "pip", "install"]
+    argv = [str(REPO_ROOT) + arg[len("mlcube-ssh-ansible"):] if arg.startswith("mlcube-ssh-ansible")
+            else str(REPO_ROOT / arg) if arg == "overrides.txt" else arg for arg in argv]
+    tool = new_venv(tmp_path / "tool", newest_pip=False)
+    sh([str(tool / "python"), "-m", "pip", "install", "-q", "uv"])
+    sh([str(tool / "uv"), "venv", "-q", "-p", sys.executable, str(tmp_path / "venv")])
+
+    sh([str(tool / "uv"), *argv[1:]], env_extra={"VIRTUAL_ENV": str(tmp_path / "venv")})
+
+    bin_dir = tmp_path / "venv" / "bin"  # uv's venvs have no pip: ask the packages' metadata
+    listed = sh([str(bin_dir / "python"), "-c", "import json, importlib.metadata as m; print(json.dumps("
+                 "{d.metadata['Name'].lower(): d.version for d in m.distributions()}))"]).stdout
+    installed = json.loads(listed)
+    assert installed["mlcube"] == "0.0.9" and installed["omegaconf"].startswith("2.1.")
+    sh([str(bin_dir / "python"), "-c", "import mlcube_ssh_ansible.runner, ansible_collections.ansible.posix"])
