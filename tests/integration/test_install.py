@@ -159,3 +159,17 @@ def test_readme_uv_command_installs_it(tmp_path: Path) -> None:
     installed = json.loads(listed)
     assert installed["mlcube"] == "0.0.9" and installed["omegaconf"].startswith("2.1.")
     sh([str(bin_dir / "python"), "-c", "import mlcube_ssh_ansible.runner, ansible_collections.ansible.posix"])
+
+
+@pytest.mark.parametrize("python", ["3.9", "3.12", "3.13"])
+def test_pins_allow_other_controller_pythons(tmp_path: Path, python: str) -> None:
+    """Only 3.11 runs here; resolving the wheel's dependencies for other Pythons shows no pin rules them out."""
+    wheels = tmp_path / "wheels"
+    # antlr4-python3-runtime 4.8 (omegaconf's) is an sdist only: built here, pure Python, as pip would.
+    sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO_ROOT),
+        "antlr4-python3-runtime==4.8"])
+    [wheel] = wheels.glob("mlcube_ssh_ansible-*.whl")
+    sh([sys.executable, "-m", "pip", "download", "-q", "--python-version", python, "--only-binary=:all:",
+        "--find-links", str(wheels), "-d", str(tmp_path / "resolved"), f"{wheel}[ansible,mlcube]"])
+    resolved = {path.name.split("-")[0].lower() for path in (tmp_path / "resolved").iterdir()}
+    assert {"ansible", "ansible_core", "ansible_runner", "omegaconf", "cookiecutter"} <= resolved
