@@ -2,8 +2,10 @@
 # Prepare this machine for the mlcube-ssh-ansible tests. Idempotent; run as root.
 #
 # The integration tests use real parts: an sshd on loopback addresses, a Docker engine, and a static busybox
-# for the example cube's FROM-scratch image. CI starts on a clean machine, so everything is installed and
-# started here; a second run only checks, and returns in well under a second.
+# for the example cube's FROM-scratch image; for hosts unlike this one (tests/container_hosts.py) debootstrap,
+# which builds a Debian bullseye host image (scripts/test.sh builds it once per machine), and rootless podman.
+# CI starts on a clean machine, so everything is installed and started here; a second run only checks, and
+# returns in well under a second.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +27,8 @@ busybox_is_static() {
 }
 
 # --- Debian packages: installed only when one of the needed commands is missing ---------------------------
-packages=(openssh-server rsync docker.io busybox-static sshpass git)
+packages=(openssh-server rsync docker.io busybox-static sshpass git debootstrap podman uidmap slirp4netns
+          fuse-overlayfs)
 missing=()
 [[ -x /usr/sbin/sshd ]] || missing+=(sshd)
 command -v ssh-keyscan >/dev/null 2>&1 || missing+=(ssh-keyscan)
@@ -36,12 +39,23 @@ command -v docker >/dev/null 2>&1 || missing+=(docker)
 busybox_is_static || missing+=(static-busybox)
 command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
 command -v git >/dev/null 2>&1 || missing+=(git)
+[[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v newuidmap >/dev/null 2>&1 || missing+=(newuidmap)
+command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
+command -v fuse-overlayfs >/dev/null 2>&1 || missing+=(fuse-overlayfs)
 if ((${#missing[@]})); then
     log "missing: ${missing[*]}; installing: ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
     apt-get install -y "${packages[@]}"
     busybox_is_static || { log "/bin/busybox is still not statically linked"; exit 1; }
+fi
+
+# Rootless podman's network (slirp4netns) opens /dev/net/tun as the user; a new machine has it root-only.
+if [[ -c /dev/net/tun && "$(stat -c %a /dev/net/tun)" != 666 ]]; then
+    log "chmod 0666 /dev/net/tun (for rootless podman)"
+    chmod 0666 /dev/net/tun
 fi
 
 # --- Docker engine: nothing starts it on this kind of machine -----------------------------------------------

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-machine.sh
+# The Debian bullseye test host image: built once per machine (~1 min), reused while its recipe is unchanged.
+.venv/bin/python -m tests.container_hosts
 has_path=0
 for arg in "$@"; do
     [[ "$arg" != -* && -e "${arg%%::*}" ]] && has_path=1

@@ -12,9 +12,14 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
+from tests.container_hosts import BULLSEYE, ContainerSshd, ensure_image, ensure_podman_user
 from tests.hosts import Sshd, SshHost, ensure_dockerd, make_user, mlcube_settings
 
-SSHD_ADDRESSES: list[str] = [f"127.0.0.{i}" for i in range(2, 10)]
+PODMAN_ADDRESS = "127.0.0.12"
+"""The test sshd's address for the rootless-podman host (127.0.0.11 is kept free: nothing listens there)."""
+BULLSEYE_ADDRESS = "127.0.0.10"
+"""Where the bullseye container's own sshd listens (another port than any other test sshd's)."""
+SSHD_ADDRESSES: list[str] = [f"127.0.0.{i}" for i in range(2, 10)] + [PODMAN_ADDRESS]
 """Every address the test sshd listens on; each plays a separate machine."""
 
 SettingsFactory = Callable[..., Path]
@@ -29,7 +34,7 @@ def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    """One real sshd on 127.0.0.2-127.0.0.9 for the whole session; Docker is made to run first."""
+    """One real sshd on 127.0.0.2-127.0.0.9 and PODMAN_ADDRESS for the whole session; Docker runs first."""
     ensure_dockerd()
     with Sshd.start(SSHD_ADDRESSES, tmp_path_factory.mktemp("sshd")) as server:
         yield server
@@ -45,6 +50,36 @@ def ssh_host(sshd: Sshd, ssh_keys: Path) -> SshHost:
 def fleet(sshd: Sshd, ssh_keys: Path) -> list[SshHost]:
     """Four hosts, 127.0.0.2-127.0.0.5, with users mlcube-f1..mlcube-f4 so that their homes are apart."""
     return [sshd.host(f"127.0.0.{i + 1}", make_user(f"mlcube-f{i}", ssh_keys)) for i in range(1, 5)]
+
+
+@pytest.fixture(scope="session")
+def bullseye_server(tmp_path_factory: pytest.TempPathFactory, ssh_keys: Path) -> Iterator[ContainerSshd]:
+    """A Debian 11 container (Python 3.9, no venv, no pip) with its own sshd on BULLSEYE_ADDRESS.
+
+    Its one user, mlcube-b1, has the uid/gid and the home (mounted) of the user of that name here, and
+    reaches this machine's Docker engine through the mounted socket. The image is built once per machine.
+    """
+    ensure_dockerd()
+    ensure_image(BULLSEYE)
+    user = make_user("mlcube-b1", ssh_keys, docker=False)  # docker comes from the group inside the container
+    with ContainerSshd.start(BULLSEYE.tag, BULLSEYE_ADDRESS, tmp_path_factory.mktemp("bullseye"),
+                             homes=[user.home]) as server:
+        server.add_user(user)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bullseye_host(bullseye_server: ContainerSshd, ssh_keys: Path) -> SshHost:
+    """The bullseye container as a host: user mlcube-b1, strict host key checking against its own key."""
+    return bullseye_server.host(make_user("mlcube-b1", ssh_keys, docker=False))
+
+
+@pytest.fixture(scope="session")
+def podman_host(sshd: Sshd, ssh_keys: Path) -> SshHost:
+    """PODMAN_ADDRESS, user mlcube-p1: rootless podman (userns keep-id), NOT in group docker."""
+    user = make_user("mlcube-p1", ssh_keys, docker=False)
+    ensure_podman_user(user)
+    return sshd.host(PODMAN_ADDRESS, user)
 
 
 @pytest.fixture

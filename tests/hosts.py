@@ -12,6 +12,7 @@ This module has no pytest dependency; tests/conftest.py turns it into fixtures.
 from __future__ import annotations
 
 import copy
+import grp
 import ipaddress
 import os
 import pwd
@@ -39,6 +40,7 @@ __all__ = [
     "ensure_dockerd",
     "example_cube",
     "free_port",
+    "keyscan",
     "make_user",
     "mlcube_settings",
     "remote",
@@ -169,8 +171,10 @@ def user_name(name: str) -> str:
     return f"{name}-{suffix}" if suffix else name
 
 
-def make_user(name: str, key_dir: Path) -> TestUser:
+def make_user(name: str, key_dir: Path, docker: bool = True) -> TestUser:
     """Create (or reuse) user `name`, able to run Docker, logging in with an ed25519 key pair in `key_dir`.
+
+    With docker=False the user is kept out of group `docker` (removed from it if an earlier run added it).
 
     `name` gets the suffix of :func:`user_name`, so every caller of one test run lands in the same homes.
 
@@ -187,7 +191,10 @@ def make_user(name: str, key_dir: Path) -> TestUser:
         pwd.getpwnam(name)
     except KeyError:
         _run([_require("useradd"), "-m", "-s", "/bin/bash", name])
-    _run([_require("usermod"), "-aG", "docker", name])
+    if docker:
+        _run([_require("usermod"), "-aG", "docker", name])
+    elif name in grp.getgrnam("docker").gr_mem:
+        _run([_require("gpasswd"), "-d", name, "docker"])
     entry = pwd.getpwnam(name)
     home = Path(entry.pw_dir)
     if not home.is_dir():  # an existing user whose home was removed
@@ -360,30 +367,40 @@ class Sshd:
             known_hosts.write_text(self._keyscan(address))
         return SshHost(address=address, port=self.port, user=user, known_hosts=known_hosts)
 
-    def _keyscan(self, address: str, timeout: float = 10.0) -> str:
-        """ssh-keyscan the real server; the scan races with sshd's start, so retry briefly."""
-        keyscan = _require("ssh-keyscan")
-        deadline = time.monotonic() + timeout
-        scanned = ""
-        while time.monotonic() < deadline:
-            proc = subprocess.run([keyscan, "-t", "ed25519", "-p", str(self.port), address],
-                                  capture_output=True, text=True, check=False)
-            scanned = "".join(line + "\n" for line in proc.stdout.splitlines()
-                              if line.strip() and not line.startswith("#"))
-            if scanned:
-                break
-            time.sleep(0.1)
-        if not scanned:
-            raise RuntimeError(f"ssh-keyscan got no key from {address}:{self.port}; sshd log:\n"
-                               f"{_tail(self.log_file)}")
-        expected_prefix = f"[{address}]:{self.port} ssh-ed25519 {self.host_public_key}"
-        if not scanned.startswith(expected_prefix):
-            raise RuntimeError(f"ssh-keyscan got an unexpected key from {address}:{self.port}:\n{scanned}")
-        return scanned
+    def _keyscan(self, address: str) -> str:
+        return keyscan(address, self.port, self.host_public_key, lambda: _tail(self.log_file))
 
 
-def _sshd_config(addresses: Sequence[str], port: int, host_key: Path, pid_file: Path) -> str:
-    """The test sshd's config: key and password login, generous limits for parallel runs and multiplexing."""
+def keyscan(address: str, port: int, public_key: str, server_log: Callable[[], str],
+            timeout: float = 10.0) -> str:
+    """known_hosts lines from ssh-keyscan of a real server, checked against the key it was given.
+
+    The scan races with the server's start, so it retries briefly; `server_log` gives the log for errors.
+    """
+    scanner = _require("ssh-keyscan")
+    deadline = time.monotonic() + timeout
+    scanned = ""
+    while time.monotonic() < deadline:
+        proc = subprocess.run([scanner, "-t", "ed25519", "-p", str(port), address],
+                              capture_output=True, text=True, check=False)
+        scanned = "".join(line + "\n" for line in proc.stdout.splitlines()
+                          if line.strip() and not line.startswith("#"))
+        if scanned:
+            break
+        time.sleep(0.1)
+    if not scanned:
+        raise RuntimeError(f"ssh-keyscan got no key from {address}:{port}; server log:\n{server_log()}")
+    expected_prefix = f"[{address}]:{port} ssh-ed25519 {public_key}"
+    if not scanned.startswith(expected_prefix):
+        raise RuntimeError(f"ssh-keyscan got an unexpected key from {address}:{port}:\n{scanned}")
+    return scanned
+
+
+def _sshd_config(addresses: Sequence[str], port: int, host_key: Path, pid_file: Path, use_pam: bool = True) -> str:
+    """The test sshd's config: key and password login, generous limits for parallel runs and multiplexing.
+
+    Without PAM (`use_pam=False`, for sshd in a container, where PAM's session modules fail) logins are by key.
+    """
     listen = "".join(f"ListenAddress {address}:{port}\n" for address in addresses)
     return (
         f"# Written by tests/hosts.py for the mlcube-ssh-ansible integration tests.\n"
@@ -394,10 +411,10 @@ def _sshd_config(addresses: Sequence[str], port: int, host_key: Path, pid_file: 
         "PermitRootLogin no\n"
         "PubkeyAuthentication yes\n"
         "AuthorizedKeysFile .ssh/authorized_keys\n"
-        "PasswordAuthentication yes\n"
+        f"PasswordAuthentication {'yes' if use_pam else 'no'}\n"
         "KbdInteractiveAuthentication no\n"
         # PAM does the password check, and does not refuse key logins for users without a password.
-        "UsePAM yes\n"
+        f"UsePAM {'yes' if use_pam else 'no'}\n"
         "StrictModes no\n"
         "MaxStartups 100:30:200\n"
         "MaxSessions 50\n"
