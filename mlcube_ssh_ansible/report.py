@@ -193,6 +193,9 @@ class Reporter:
         if kind == "runner_on_skipped":
             return
         report.step_ran = True
+        for warning in res.get("warnings") or []:  # e.g. a remote folder other users can enter
+            text = warning.get("msg") if isinstance(warning, dict) else warning
+            self.write(f"{host}: warning: {text}")
         step = report.step or "?"
         report.step_changed = report.step_changed or bool(res.get("changed"))
         moved = moved_files(res)

@@ -35,10 +35,12 @@ TOP_KEYS = (
     "runner", "host", "port", "platform", "remote_root", "interpreter", "authentication",
     "inventory", "hosts", "forks", "host_key_checking", "known_hosts", "connect_timeout",
     "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage", "retries", "skip_unchanged",
+    "remote_group",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
 AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 
 DEFAULT_REMOTE_ROOT = "~/mlcube"
 DEFAULT_VENV_LOCATION = "~/.mlcube-ssh-ansible"
@@ -90,6 +92,8 @@ class Settings:
     max_fail_percentage: int = 100
     retries: int = 2
     skip_unchanged: bool = True
+    # Remote folders are owner-only (0700); with a group, 2750 and that group (see docs/security.md).
+    remote_group: str | None = None
 
 
 def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -325,6 +329,13 @@ def _authentication(value: Any) -> _Authentication:
     return _Authentication(user, local_file(identity or alias, key), password_env, prompt)
 
 
+def _remote_group(value: Any) -> str | None:
+    group = _string(value, "remote_group")
+    if group is not None and not _GROUP.match(group):
+        raise SettingsError("remote_group", f"{group!r} is not a group name")
+    return group
+
+
 def parse_settings(section: Mapping[str, Any]) -> Settings:
     """Validate a platform section (plain dict) into :class:`Settings`, or raise one SettingsError."""
     if not isinstance(section, Mapping):
@@ -388,6 +399,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         serial=_serial(section.get("serial")),
         retries=_default(_integer(section.get("retries"), "retries", 0, 10), 2),
         skip_unchanged=_boolean(section.get("skip_unchanged"), "skip_unchanged", True),
+        remote_group=_remote_group(section.get("remote_group")),
         max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
                                      100),
     )

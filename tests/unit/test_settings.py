@@ -115,6 +115,8 @@ def test_forks_auto_follows_the_command_and_the_controller_cpus(cpus: int, monke
         ({"forks": "many"}, "forks", "'auto' or a whole number"),
         ({"compress": "maybe"}, "compress", "true or false"),
         ({"runner": "ssh"}, "runner", "'ssh-ansible'"),
+        ({"remote_group": "lab; id"}, "remote_group", "not a group name"),
+        ({"remote_group": ["lab"]}, "remote_group", "must be a string"),
     ],
 )
 def test_bad_values_name_their_key(overrides: dict[str, Any], key: str, words: str) -> None:

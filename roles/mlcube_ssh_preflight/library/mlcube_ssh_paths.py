@@ -10,6 +10,11 @@ description:
   - Expands C(~) in O(remote_root) and O(venv_location) to the remote user's home and returns the cube
     folder, its workspace, the state folder and the Python that runs MLCube, with whether it exists.
   - With O(create), creates the cube folder (like C(mkdir -p)); changed only when it did not exist.
+    The folders it creates (O(remote_root), the state folders below it, and for a virtualenv its parent
+    O(venv_location)) are private: mode 0700, or 2750 and group O(group). Those
+    that exist already and belong to the remote user are made_private to that mode; the others (the home
+    folder itself, folders of other users, C(/)) are left as they are, with a warning naming them
+    when other users can enter them.
   - Returns the stamp the last run left next to the uploaded cube (C(<state_dir>/synced)), if the cube's
     C(mlcube.yaml) is still there: the upload step skips a host whose stamp is the one the controller expects.
   - With O(clear_synced) (the play uploads), a stamp other than O(synced_expected) is removed and not
@@ -25,6 +30,7 @@ options:
   create: {type: bool, default: false, description: Create the cube folder.}
   clear_synced: {type: bool, default: false, description: Remove an upload stamp other than O(synced_expected).}
   synced_expected: {type: str, default: '', description: The upload stamp the controller expects here.}
+  group: {type: str, default: '', description: Group that may read the private folders; empty for owner only.}
 author: mlcube-ssh-ansible
 """
 
@@ -37,12 +43,62 @@ venv_dir: {description: The virtualenv folder (virtualenv type)., returned: alwa
 env_python: {description: Python that runs MLCube., returned: always, type: str}
 env_python_exists: {description: Whether env_python exists (a bare name is looked up on PATH)., returned: always, type: bool}
 synced: {description: The last run's upload stamp, or an empty string., returned: always, type: str}
+made_private: {description: Folders created, or whose mode (or group) was changed to the private one., returned: always, type: list}
 """
 
+import grp
 import os
 import shutil
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
+
+
+def _private(module, paths, group, home, check):
+    """Create each folder (parents first) with the private mode, or tighten it; return what changed.
+
+    Only folders of the remote user are changed, never the home folder or /: a warning names those that
+    others can enter."""
+    mode = 0o2750 if group else 0o700
+    gid = -1
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            module.fail_json(msg="remote_group %r does not exist on this host" % group)
+    others = stat.S_IRWXO | (0 if group else stat.S_IRWXG)
+    changed = []
+
+    def give(path):
+        os.chmod(path, mode)
+        if group:
+            try:
+                os.chown(path, -1, gid)
+            except OSError as error:
+                module.fail_json(msg="cannot give %s to remote_group %s (%s): the remote user must be a member of "
+                                 "it (a new membership needs a new login)" % (path, group, error.strerror))
+
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            changed.append(path)
+            if not check:
+                os.makedirs(path, exist_ok=True)
+                give(path)
+            continue
+        if path in (home, "/") or info.st_uid != os.getuid():
+            if info.st_mode & others:
+                module.warn("%s is not private (mode %o, owner uid %d): other users of this host can enter it; "
+                            "not changed, as it is %s" % (path, stat.S_IMODE(info.st_mode), info.st_uid,
+                                                          "your home folder" if path == home else
+                                                          "/" if path == "/" else "not yours"))
+            continue
+        if stat.S_IMODE(info.st_mode) != mode or (group and info.st_gid != gid):
+            changed.append(path)
+            if not check:
+                give(path)
+    return changed
 
 
 def main() -> None:
@@ -57,6 +113,7 @@ def main() -> None:
             create=dict(type="bool", default=False),
             clear_synced=dict(type="bool", default=False),
             synced_expected=dict(type="str", default=""),
+            group=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -84,13 +141,31 @@ def main() -> None:
         synced = ""
         if not module.check_mode and os.path.lexists(synced_file):
             os.remove(synced_file)  # bookkeeping of ours, not a change to the user's files
-    changed = False
-    if params["create"] and not os.path.isdir(remote_dir):
-        changed = True
-        if not module.check_mode:
-            os.makedirs(remote_dir, mode=0o755, exist_ok=True)
+    made_private = []
+    if params["create"]:
+        home = os.path.expanduser("~").rstrip("/") or "/"
+        # Not the cube's folder: the upload gives it the local folder's mode (as to every file in it), and
+        # the private remote_root above it keeps others out.
+        folders = [root, os.path.join(root, ".mlcube-ssh-ansible"), state_dir]
+        if params["interpreter_type"] == "virtualenv":
+            folders.append(os.path.dirname(venv_dir))
+        # Missing parents of remote_root (and of the venv's parent) are created private too.
+        for top in (root, os.path.dirname(venv_dir)):
+            parent = os.path.dirname(top)
+            while parent not in ("/", home) and not os.path.exists(parent):
+                folders.insert(0, parent)
+                parent = os.path.dirname(parent)
+        seen = set()
+        ordered = [path for path in sorted(folders, key=lambda path: path.count("/"))
+                   if not (path in seen or seen.add(path))]
+        made_private = _private(module, ordered, params["group"], home, module.check_mode)
+        if not os.path.isdir(remote_dir):
+            made_private.append(remote_dir)
+            if not module.check_mode:
+                os.makedirs(remote_dir, mode=0o700, exist_ok=True)
     module.exit_json(
-        changed=changed,
+        changed=bool(made_private),
+        made_private=made_private,
         remote_root=root,
         remote_dir=remote_dir,
         remote_workspace=os.path.join(remote_dir, "workspace"),

@@ -111,7 +111,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    os.makedirs(os.path.dirname(params["lock"]), exist_ok=True)
+    os.makedirs(os.path.dirname(params["lock"]), mode=0o700, exist_ok=True)
     # Check, record and start under one lock, so two launches at the same moment cannot both start.
     with open(params["lock"] + ".guard", "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
@@ -125,7 +125,7 @@ def main() -> None:
         if not os.path.exists(argv[0]) and "/" in argv[0]:
             module.fail_json(msg="%s does not exist on this host" % argv[0])
         run_dir = params["run_dir"]
-        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
         if params["sync_stamp"] and params["sync_file"]:
             _write(params["sync_file"], params["sync_stamp"] + "\n")
         started = _now()
