@@ -144,6 +144,24 @@ def moved_files(res: dict[str, Any]) -> list[str]:
     return [line[12:].split(" -> ")[0] for line in lines if isinstance(line, str) and line[:2] in (">f", "<f")]
 
 
+def name_list(hosts: list[str], most: int = 8) -> str:
+    """`a, b, c` or, past `most`, `a, b, ... (+N more)`."""
+    shown = ", ".join(hosts[:most])
+    return shown + (f", ... (+{len(hosts) - most} more)" if len(hosts) > most else "")
+
+
+def group_by_reason(failures: dict[str, tuple[str, str]], most: int = 8) -> list[str]:
+    """host -> (step, reason) as one phrase per distinct (step, reason), the largest group first."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for host, cause in sorted(failures.items()):
+        groups.setdefault(cause, []).append(host)
+    phrases = []
+    for (step, reason), hosts in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        phrases.append(f"{hosts[0]} at {step}: {reason}" if len(hosts) == 1
+                       else f"{len(hosts)} hosts at {step}: {reason}: {name_list(hosts, most)}")
+    return phrases
+
+
 class Reporter:
     """Event handler for ansible-runner; also the source of the command's summary."""
 
@@ -194,8 +212,7 @@ class Reporter:
             return
         report.step_ran = True
         for warning in res.get("warnings") or []:  # e.g. a remote folder other users can enter
-            text = warning.get("msg") if isinstance(warning, dict) else warning
-            self.write(f"{host}: warning: {text}")
+            self.warning(host, str(warning.get("msg") if isinstance(warning, dict) else warning))
         step = report.step or "?"
         report.step_changed = report.step_changed or bool(res.get("changed"))
         moved = moved_files(res)
@@ -218,12 +235,29 @@ class Reporter:
             self._fail(host, step, _reason(res))
 
     def _show_output(self, host: str, res: dict[str, Any]) -> None:
-        """The remote task's new output, as it arrives (prefixed with the host when there are several)."""
-        prefix = f"[{host}] " if self.prefix_hosts else ""
         report = self.hosts.setdefault(host, HostReport())
         lines = list(res.get("stdout_lines") or []) + report.stderr.feed(list(res.get("stderr_lines") or []))
+        if lines:
+            self.output(host, lines)
+
+    # Presentation: what a user sees of an event. FleetReporter (fleet.py) shows the same events compactly.
+    def output(self, host: str, lines: list[str]) -> None:
+        """The remote task's new output, as it arrives (prefixed with the host when there are several)."""
+        prefix = f"[{host}] " if self.prefix_hosts else ""
         for line in lines:
             self.write(prefix + line)
+
+    def warning(self, host: str, text: str) -> None:
+        self.write(f"{host}: warning: {text}")
+
+    def step_done(self, host: str, step: str, state: str, seconds: float, files: int) -> None:
+        """A host finished a step (or failed it): one line, unless the step is quiet and went well."""
+        if self.show_steps and (state == "FAILED" or step not in QUIET_STEPS):
+            moved = f", {files} files" if files else ""
+            self.write(f"{host}: {step} {state} ({seconds:.1f}s{moved})")
+
+    def finish(self) -> None:
+        """The command is over: nothing more to show here (FleetReporter prints its summary)."""
 
     def _fail(self, host: str, step: str, reason: str) -> None:
         report = self.hosts.setdefault(host, HostReport())
@@ -238,12 +272,10 @@ class Reporter:
         seconds = time.monotonic() - report.step_started
         failed = report.failed_step == report.step
         report.steps_done.append((report.step, report.step_changed, seconds))
-        if self.show_steps and (failed or report.step not in QUIET_STEPS):
-            state = ("FAILED" if failed else "changed" if report.step_changed else "ok" if report.step_ran
-                     else SKIPPED_STATES.get(report.step, "skipped"))
-            moved = f", {report.step_files} files" if report.step_files else ""
-            self.write(f"{host}: {report.step} {state} ({seconds:.1f}s{moved})")
-        report.step = None
+        state = ("FAILED" if failed else "changed" if report.step_changed else "ok" if report.step_ran
+                 else SKIPPED_STATES.get(report.step, "skipped"))
+        step, report.step = report.step, None
+        self.step_done(host, step, state, seconds, report.step_files)
 
     def failures(self) -> dict[str, tuple[str, str]]:
         """host -> (step, reason) for every host that failed."""
@@ -252,6 +284,11 @@ class Reporter:
             for host, report in self.hosts.items()
             if report.failed_step is not None
         }
+
+    def grouped_failures(self, most: int = 8) -> list[str]:
+        """The failures, one phrase per step and reason: `host at step: reason` for one host,
+        `7 hosts at step: reason: n1, n6, ...` for several (a fleet's shared cause is said once)."""
+        return group_by_reason(self.failures(), most)
 
     def run_exit_code(self) -> int | None:
         """The remote task's exit code when exactly that decided the outcome (for `mlcube run`'s own)."""

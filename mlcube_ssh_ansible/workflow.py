@@ -16,13 +16,15 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from . import assets, credentials, fingerprint, records, upload
 from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
+from .fleet import FleetReporter
 from .render import Job, render
-from .report import HOST_KEY_HINT, HostReport, Reporter
+from .report import HOST_KEY_HINT, HostReport, Reporter, group_by_reason, name_list
 from .settings import Settings, forks_for
 
 
@@ -82,7 +84,11 @@ def _warn_size(job: Job, reporter: Reporter) -> None:
         reporter.write(warning)
 
 
-def _reporter(settings: Settings, reporter: Reporter | None) -> Reporter:
+def _reporter(settings: Settings, reporter: Reporter | None, verbosity: int = 0,
+              output_dir: Path | None = None) -> Reporter:
+    """The caller's reporter, or: a fleet's compact one (an inventory, without -v), else one line per host."""
+    if reporter is None and settings.inventory is not None and verbosity == 0:
+        return FleetReporter(output_dir=output_dir)
     reporter = reporter or Reporter()
     reporter.prefix_hosts = reporter.prefix_hosts or settings.inventory is not None
     return reporter
@@ -90,12 +96,13 @@ def _reporter(settings: Settings, reporter: Reporter | None) -> Reporter:
 
 def _finish(command: str, outcome: Outcome, reporter: Reporter) -> Outcome:
     """Raise one HostFailure naming every failed host and step; return the outcome otherwise."""
+    reporter.finish()
     failures = reporter.failures()
     if outcome.rc == 0 and not failures:
         return outcome
     if not failures and not reporter.hosts:
         failures = {"(no host)": ("start", f"ansible-playbook exited with {outcome.rc} before reaching a host")}
-    listed = "; ".join(f"{host} at {step}: {reason}" for host, (step, reason) in sorted(failures.items()))
+    listed = "; ".join(group_by_reason(failures))
     where = f" (Ansible artifacts kept in {outcome.artifacts})" if outcome.artifacts else ""
     code = reporter.run_exit_code() if command == "run" else None
     raise HostFailure(f"{command} failed on {len(failures)} host(s): {listed}{where}", failures, code or 1)
@@ -131,9 +138,12 @@ def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter
                 if reason.startswith("unreachable") and step in BEFORE_LAUNCH and HOST_KEY_HINT not in reason}
         if not lost or cancel.is_set():
             break
+        by_reason: dict[str, list[str]] = {}
         for host, reason in sorted(lost.items()):
-            reporter.write(f"{host}: retry {attempt}/{settings.retries} after: {reason}")
+            by_reason.setdefault(reason, []).append(host)
             reporter.hosts[host] = HostReport()
+        for reason, hosts in by_reason.items():
+            reporter.write(f"{name_list(hosts)}: retry {attempt}/{settings.retries} after: {reason}")
         time.sleep(attempt)
         per_host = {"mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
         retry = dataclasses.replace(invocation, limit=",".join(sorted(lost)),
@@ -148,7 +158,7 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
               verbosity: int = 0) -> Outcome:
     """Create/check the remote Python, upload the cube, and run the remote `mlcube configure`."""
     _preflight(settings)
-    reporter = _reporter(settings, reporter)
+    reporter = _reporter(settings, reporter, verbosity)
     _warn_size(job, reporter)
     exclude_from = _exclude_from(job)
     current = fingerprint.digest(settings, job, exclude_from)
@@ -177,9 +187,9 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     started: it keeps running on the hosts, and `attach`, `status`, `logs` and `fetch` find it by run id.
     """
     _preflight(settings)
-    reporter = _reporter(settings, reporter)
-    _warn_size(job, reporter)
     job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
+    reporter = _reporter(settings, reporter, verbosity, records.runs_dir(job.workspace) / job.run_id)
+    _warn_size(job, reporter)
     extra: dict[str, Any] = {
         "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
     exclude_from = _exclude_from(job)
@@ -209,6 +219,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     if fetch_on_interrupt:
         run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter)
     records.finish_record(record, reporter, job)
+    reporter.finish()
     raise Interrupted(f"run {job.run_id} interrupted; the remote task was stopped"
                       + ("; outputs so far were fetched" if fetch_on_interrupt else ""))
 
@@ -273,8 +284,8 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
     """Follow a run to its end and fetch exactly as an attached `run` would (`attach`); or only follow its
     output (`logs --follow`); or only fetch what exists now (`fetch`)."""
     _preflight(settings)
-    reporter = _reporter(settings, reporter)
     job, record = _recorded(job, run_id)
+    reporter = _reporter(settings, reporter, verbosity, records.runs_dir(job.workspace) / job.run_id)
     tags = ("remote_run",) * follow + ("fetch",) * fetch
     extra: dict[str, Any] = {"mlcube_ssh_follow_cursor": uuid.uuid4().hex}
     if len(record.get("hosts") or {}) > 1:

@@ -80,7 +80,15 @@ def test_group_runs_in_parallel_with_per_host_results(tmp_path: Path, fleet: lis
         assert entry["exit_code"] == 0 and entry["duration_s"] > 0
         [output] = [o for o in entry["outputs"] if o["path"] == "greeting.txt"]
         assert output["sha256"] == hashlib.sha256(greeting.read_bytes()).hexdigest()
-        assert f"[{node}] Hello, World!" in ran.stdout
+    # A fleet's report is a summary; each host's task output is in a file whose folder is printed.
+    [output_line] = [line for line in ran.stdout.splitlines() if line.startswith("task output: ")]
+    output_dir = Path(output_line.split()[2].rsplit("/", 1)[0])
+    for node in ("node1", "node2", "node3"):
+        assert "Hello, World!" in (output_dir / f"{node}.log").read_text()
+    assert "Hello, World!" not in ran.stdout
+    assert f"results: {hosts_dir}/<host>/ (3 hosts)" in ran.stdout.splitlines(), ran.stdout
+    assert "remote run: 3 changed" in ran.stdout.splitlines(), ran.stdout
+    assert len(ran.stdout.splitlines()) <= 15, ran.stdout
     assert not (cube / "workspace" / "greeting.txt").exists()  # nothing overwrote anything
     # group_vars/gpu.yml moved the gpu group's cubes; the spare host outside the pattern was not touched.
     for index in (0, 1, 2):
