@@ -1,0 +1,133 @@
+"""The lab: one sshd on loopback addresses, one user per host, the cubes, settings files and inventories."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from benchmarks.config import ADDRESSES, CUBE_SOURCE, FLEET_SIZES, USERS
+from benchmarks.sampler import reap_adopted
+from mlcube_ssh_ansible.render import Job, ssh_args
+from mlcube_ssh_ansible.settings import Settings, parse_settings
+from tests.hosts import BUSYBOX, DROP, Sshd, SshHost, deep_merge, ensure_dockerd, make_user, mlcube_settings
+
+
+def prepare_cube(dest: Path) -> Path:
+    """A fresh copy of benchmarks/cubes/bench with the host's static busybox in its build context."""
+    if not BUSYBOX.is_file():
+        raise RuntimeError(f"{BUSYBOX} is missing; install busybox-static (scripts/setup-machine.sh)")
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(CUBE_SOURCE, dest, ignore=shutil.ignore_patterns("busybox"))
+    # The build context is image/, not build/: the repository's .gitignore ignores build/ folders.
+    shutil.copy2(BUSYBOX, dest / "image" / "busybox")
+    (dest / "image" / "busybox").chmod(0o755)
+    (dest / "workspace").mkdir(exist_ok=True)
+    (dest / "workspace" / "seconds.txt").write_text("1\n")
+    return dest
+
+
+class Lab:
+    """Hosts, users, cubes, settings files, inventories and baseline host lists, all under WORKDIR."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.sshd: Sshd | None = None
+        self.hosts: list[SshHost] = []
+
+    def start(self) -> None:
+        ensure_dockerd()
+        for sub in ("cubes", "settings", "inventory", "baseline"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        sshd_dir = self.workdir / "sshd"
+        if sshd_dir.exists():
+            shutil.rmtree(sshd_dir)
+        self.sshd = Sshd.start(ADDRESSES, sshd_dir)
+        keys = self.workdir / "keys"
+        self.hosts = [self.sshd.host(address, make_user(user, keys)) for address, user in zip(ADDRESSES, USERS)]
+        self.known_hosts = self.workdir / "known_hosts"
+        self.known_hosts.write_text("".join(h.known_hosts.read_text() for h in self.hosts))
+        self.known_hosts.chmod(0o644)
+        # Local cubes: one per (who, what), so that ours and the baseline never share a local or remote folder.
+        self.cubes = {name: prepare_cube(self.workdir / "cubes" / name)
+                      for name in ("ours-single", "base-single",
+                                   *(f"{who}-fleet-{n}" for who in ("ours", "base") for n in FLEET_SIZES))}
+        self.single_settings_file = self.write_settings("single", mlcube_settings(self.hosts[0]))
+        self.fleet_settings_files: dict[int, Path] = {}
+        self.baseline_hosts: dict[int, Path] = {}
+        for n in FLEET_SIZES:
+            inventory = self.write_inventory(f"fleet-{n}", self.hosts[:n])
+            self.fleet_settings_files[n] = self.write_settings(f"fleet-{n}", self.fleet_settings(inventory))
+            self.baseline_hosts[n] = self._write_baseline_hosts(f"hosts-{n}", self.hosts[:n])
+
+    def stop(self) -> None:
+        if self.sshd is not None:
+            self.sshd.stop()
+
+    def name(self, host: SshHost) -> str:
+        """The host's inventory name, b1, b2, ...: its place in the lab (user names may carry a suffix)."""
+        return f"b{self.hosts.index(host) + 1}"
+
+    def write_inventory(self, name: str, hosts: Sequence[SshHost], **host_vars: Any) -> Path:
+        inventory = {"all": {"hosts": {
+            self.name(h): {"ansible_host": h.address, "ansible_port": h.port, "ansible_user": h.user.name,
+                           "ansible_ssh_private_key_file": str(h.user.identity_file), **host_vars}
+            for h in hosts}}}
+        path = self.workdir / "inventory" / f"{name}.yml"
+        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        return path
+
+    def fleet_settings(self, inventory: Path) -> dict[str, Any]:
+        return deep_merge(mlcube_settings(self.hosts[0]), {"platforms": {"ssh-ansible": {
+            "host": DROP, "port": DROP, "authentication": DROP,
+            "inventory": str(inventory), "hosts": "all", "known_hosts": str(self.known_hosts)}}})
+
+    def write_settings(self, name: str, system_settings: dict[str, Any]) -> Path:
+        path = self.workdir / "settings" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(system_settings, sort_keys=False))
+        return path
+
+    def _write_baseline_hosts(self, name: str, hosts: Sequence[SshHost]) -> Path:
+        path = self.workdir / "baseline" / f"{name}.txt"
+        path.write_text("".join(
+            f"{self.name(h)} {h.address} {h.port} {h.user.name} {h.user.identity_file} {self.known_hosts}\n"
+            for h in hosts))
+        return path
+
+    @staticmethod
+    def settings_of(settings_file: Path) -> Settings:
+        section = yaml.safe_load(settings_file.read_text())["platforms"]["ssh-ansible"]
+        return parse_settings(section)
+
+    @staticmethod
+    def job(cube: Path) -> Job:
+        return Job(str(cube), str(cube / "workspace"))
+
+    @staticmethod
+    def _master_command(settings: Settings, h: SshHost, command: str) -> list[str]:
+        """`ssh -O COMMAND` for the ControlPath mlcube-ssh-ansible gives `settings` (taken from render.ssh_args)."""
+        args = ssh_args(settings)
+        paths = [value for flag, value in zip(args, args[1:]) if flag == "-o" and value.startswith("ControlPath=")]
+        return ["ssh", "-F", "/dev/null", "-o", paths[0], "-p", str(h.port), "-O", command,
+                f"{h.user.name}@{h.address}"]
+
+    def masters_alive(self, settings: Settings, hosts: Sequence[SshHost]) -> int:
+        """How many of `hosts` have a live ssh connection master of ours (`ssh -O check`)."""
+        return sum(subprocess.run(self._master_command(settings, h, "check"), capture_output=True,
+                                  check=False).returncode == 0 for h in hosts)
+
+    def close_masters(self, settings: Settings, hosts: Sequence[SshHost]) -> None:
+        """Stop our ssh connection masters for `hosts` (`ssh -O exit`), so the next command starts cold."""
+        for h in hosts:
+            subprocess.run(self._master_command(settings, h, "exit"), capture_output=True, check=False)
+        deadline = time.monotonic() + 5
+        while self.masters_alive(settings, hosts) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        reap_adopted()
+
+
