@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import logging
 import os
 import re
@@ -29,11 +30,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import click
-import yaml
 
 from . import __version__, assets, doctor, render, workflow
 from .errors import EnvironmentProblem, Interrupted, SshAnsibleError
-from .render import Job
+from .render import Job, unsafe_yaml
 from .report import Reporter
 from .settings import RUNNER_NAME, Settings, forks_for
 
@@ -334,10 +334,13 @@ def write_rendered(loaded: Loaded, job: Job, out: Path,
     out = Path(os.path.abspath(os.path.expanduser(str(out))))
     out.mkdir(parents=True, exist_ok=True)
     inventory_file, extravars_file = out / "inventory.yml", out / "extravars.yml"
-    header = (f"# Written by `{PROG} render` for {job.cube_root} (settings: {loaded.settings_file}).\n"
-              "# No secrets: SSH keys appear as paths, passwords never. Render again after changing settings.\n")
-    inventory_file.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
-    extravars_file.write_text(header + yaml.safe_dump(extravars, sort_keys=False))
+    # json.dumps: a newline in a folder name cannot end the comment and start YAML of its own.
+    header = (f"# Written by `{PROG} render` for {json.dumps(job.cube_root)} "
+              f"(settings: {json.dumps(str(loaded.settings_file))}).\n"
+              "# No secrets: SSH keys appear as paths, passwords never. Render again after changing settings.\n"
+              "# Values with template syntax are tagged !unsafe: Ansible keeps them as data.\n")
+    inventory_file.write_text(header + unsafe_yaml(inventory))
+    extravars_file.write_text(header + unsafe_yaml(extravars))
     # The ssh ControlPath lives here; the CLI creates it before each run, and so does render for the commands.
     Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     names = ["configure", "run"] if job.tasks else ["configure"]

@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
 from . import assets
+from .render import unsafe_yaml as _unsafe_yaml
 
 EventHandler = Callable[[dict[str, Any]], bool]
 
-
-class _UnsafeDumper(yaml.SafeDumper):
-    """YAML whose strings with template syntax are tagged `!unsafe`, so Ansible never templates them.
-
-    Ansible templates variables recursively: a local path such as `cube {{ lookup('pipe', 'rm -rf ~') }}`
-    would otherwise run on the controller as soon as a task uses it. Only strings with a `{` (every Jinja
-    delimiter starts with one) are tagged: ansible-core 2.19 re-resolves an `!unsafe` scalar as if it were
-    plain, which would turn '' into null and '1' into 1; no such resolution matches a string with a `{`.
-    """
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    if "{" in data:
-        return dumper.represent_scalar("!unsafe", data, style="'")
-    return dumper.represent_str(data)
-
-
-_UnsafeDumper.add_representer(str, _represent_str)
-
-
-def _unsafe_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_UnsafeDumper, sort_keys=False)
+# How many kept private folders stay in kept_dir(): the newest ones, per user.
+KEEP_ARTIFACTS = 10
+# Files ansible-runner may write that hold the controller's environment (env/* only without suppress_env_files).
+_ENVIRONMENT_FILES = ("env/envvars", "env/passwords", "env/ssh_key", "env/cmdline", "env/settings")
 
 
 @dataclass
@@ -116,27 +99,75 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         # Answered in memory by ansible-runner; suppress_env_files keeps it out of env/passwords.
         cmdline.append("--ask-pass")
         passwords = {r"^SSH password:\s*?$": invocation.password}
-    result = ansible_runner.run(
-        private_data_dir=private,
-        playbook=str(invocation.playbook),
-        inventory=[str(inventory_file), *invocation.extra_inventories],
-        envvars=_without_password(environment(invocation.host_key_checking), invocation.password),
-        forks=invocation.forks,
-        limit=invocation.limit,
-        tags=",".join(invocation.tags) or None,
-        cmdline=" ".join(cmdline) or None,
-        verbosity=invocation.verbosity or None,
-        quiet=invocation.verbosity == 0,
-        event_handler=event_handler,
-        cancel_callback=(lambda: cancel.is_set()) if cancel else None,
-        settings={"suppress_ansible_output": invocation.verbosity == 0},
-        passwords=passwords,
-        suppress_env_files=True,
-    )
+    scrubbed = False
+
+    def handler(event: dict[str, Any]) -> bool:
+        nonlocal scrubbed
+        if not scrubbed:  # the command file is written before the first event: scrub it while the run goes on
+            scrub(private)
+            scrubbed = True
+        return event_handler(event)
+
+    try:
+        result = ansible_runner.run(
+            private_data_dir=private,
+            playbook=str(invocation.playbook),
+            inventory=[str(inventory_file), *invocation.extra_inventories],
+            envvars=_without_password(environment(invocation.host_key_checking), invocation.password),
+            forks=invocation.forks,
+            limit=invocation.limit,
+            tags=",".join(invocation.tags) or None,
+            cmdline=" ".join(cmdline) or None,
+            verbosity=invocation.verbosity or None,
+            quiet=invocation.verbosity == 0,
+            event_handler=handler,
+            cancel_callback=(lambda: cancel.is_set()) if cancel else None,
+            settings={"suppress_ansible_output": invocation.verbosity == 0},
+            passwords=passwords,
+            suppress_env_files=True,
+        )
+    except BaseException:
+        keep(private)  # scrubbed and bounded, not left behind in the temporary folder
+        raise
     rc = result.rc if isinstance(result.rc, int) else 1
     outcome = Outcome(status=result.status, rc=rc, stats=result.stats or {})  # stats are read from disk
     if invocation.keep_artifacts or rc != 0:
-        outcome.artifacts = private
+        outcome.artifacts = keep(private)
     else:
         shutil.rmtree(private, ignore_errors=True)
     return outcome
+
+
+def kept_dir() -> Path:
+    """Where kept private folders go: the user's own cache, not a shared /tmp, bounded by KEEP_ARTIFACTS."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", "artifacts")
+
+
+def scrub(private: str) -> None:
+    """Remove the controller's environment from a private folder: ansible-runner writes all of it (any
+    AWS_*, HF_TOKEN, ...) into artifacts/<id>/command, which is rewritten with the command line only."""
+    for command in Path(private, "artifacts").glob("*/command"):
+        try:
+            recorded = json.loads(command.read_text())
+            kept = {key: recorded.get(key) for key in ("command", "cwd")}
+        except (OSError, ValueError, AttributeError):
+            kept = {}
+        command.unlink(missing_ok=True)
+        command.write_text(json.dumps(kept))
+        command.chmod(0o600)
+    for name in _ENVIRONMENT_FILES:
+        Path(private, name).unlink(missing_ok=True)
+
+
+def keep(private: str) -> str:
+    """Scrub the private folder, move it to kept_dir() and drop the oldest beyond KEEP_ARTIFACTS; its path."""
+    scrub(private)
+    folder = kept_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / (time.strftime("%Y%m%d-%H%M%S-") + os.path.basename(private).rsplit("-", 1)[-1])
+    shutil.move(private, target)
+    os.utime(target)
+    kept = sorted(folder.iterdir(), key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
+    for old in kept[KEEP_ARTIFACTS:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return str(target)

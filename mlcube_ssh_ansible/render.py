@@ -30,6 +30,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from .errors import SettingsError
 from .settings import Settings
 
@@ -104,6 +106,14 @@ def remote_name(cube_root: str) -> str:
     return f"{base}-{digest}"
 
 
+def ssh_config_path(path: str) -> str:
+    """A path as one ssh option value: OpenSSH splits UserKnownHostsFile at spaces (a list of files) unless
+    quoted, and expands `%` tokens in it. settings.py refuses the characters no quoting carries through
+    Ansible's and rsync's splitting of the ssh arguments (quotes, backslashes, other whitespace)."""
+    path = path.replace("%", "%%")
+    return f'"{path}"' if " " in path else path
+
+
 def ssh_args(settings: Settings) -> list[str]:
     """The ssh options every connection gets: Ansible's own and synchronize's rsync alike."""
     trust = "\0".join([settings.host_key_checking, settings.known_hosts or "", settings.identity_file or "",
@@ -123,7 +133,7 @@ def ssh_args(settings: Settings) -> list[str]:
     else:
         options.append("StrictHostKeyChecking=" + ("yes" if settings.host_key_checking == "strict" else "accept-new"))
         if settings.known_hosts:
-            options.append(f"UserKnownHostsFile={settings.known_hosts}")
+            options.append(f"UserKnownHostsFile={ssh_config_path(settings.known_hosts)}")
     if settings.identity_file:
         options.append("IdentitiesOnly=yes")
     args: list[str] = []
@@ -186,6 +196,30 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
         "mlcube_ssh_run_id": job.run_id,
         "mlcube_ssh_detach": job.detach,
     }
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    """YAML whose strings with template syntax are tagged `!unsafe`, so Ansible never templates them.
+
+    Ansible templates variables recursively: a local path such as `cube {{ lookup('pipe', 'rm -rf ~') }}`
+    would otherwise run on the controller as soon as a task uses it. Only strings with a `{` (every Jinja
+    delimiter starts with one) are tagged: ansible-core 2.19 re-resolves an `!unsafe` scalar as if it were
+    plain, which would turn '' into null and '1' into 1; no such resolution matches a string with a `{`.
+    """
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "{" in data:
+        return dumper.represent_scalar("!unsafe", data, style="'")
+    return dumper.represent_str(data)
+
+
+_UnsafeDumper.add_representer(str, _represent_str)
+
+
+def unsafe_yaml(data: Any) -> str:
+    """The one way inventories and extra-vars are written for Ansible, by the runner and by `render` alike."""
+    return yaml.dump(data, Dumper=_UnsafeDumper, sort_keys=False)
 
 
 def render(settings: Settings, job: Job) -> tuple[dict[str, Any], dict[str, Any]]:

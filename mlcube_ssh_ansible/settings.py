@@ -369,6 +369,9 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
     known_hosts = _string(section.get("known_hosts"), "known_hosts")
     if known_hosts is not None:
         known_hosts_path = local_path(known_hosts, "known_hosts").resolve()
+        if any(char in "\"'\\" or (char.isspace() and char != " ") for char in str(known_hosts_path)):
+            raise SettingsError("known_hosts", f"{str(known_hosts_path)!r} has a quote, backslash, tab or newline, "
+                                "which ssh options cannot carry; move or link the file to a plainer path")
         if checking == "strict" and not known_hosts_path.is_file():
             raise SettingsError(
                 "known_hosts",

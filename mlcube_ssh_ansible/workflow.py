@@ -99,6 +99,8 @@ def _finish(command: str, outcome: Outcome, reporter: Reporter) -> Outcome:
     reporter.finish()
     failures = reporter.failures()
     if outcome.rc == 0 and not failures:
+        if outcome.artifacts:  # keep_artifacts
+            reporter.write(f"Ansible artifacts kept in {outcome.artifacts}")
         return outcome
     if not failures and not reporter.hosts:
         failures = {"(no host)": ("start", f"ansible-playbook exited with {outcome.rc} before reaching a host")}

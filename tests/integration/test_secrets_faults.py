@@ -39,14 +39,17 @@ def test_password_from_the_environment_is_never_written(tmp_path: Path, ssh_host
                          keep_artifacts=True)
     monkeypatch.setenv("CUBE_SSH_PW", PASSWORD)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "tmp").mkdir()
     cube = example_cube(tmp_path)
 
     ran = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
 
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    artifacts = list((tmp_path / "tmp").glob("mlcube-ssh-ansible-*"))
+    assert list((tmp_path / "tmp").iterdir()) == []
+    artifacts = list((tmp_path / "cache" / "mlcube-ssh-ansible" / "artifacts").iterdir())
     assert artifacts, "keep_artifacts kept the private data dir"
+    assert f"Ansible artifacts kept in {artifacts[0]}" in ran.stdout + ran.stderr
     assert all(oct(folder.stat().st_mode)[-3:] == "700" for folder in artifacts)
     assert files_containing(PASSWORD, [*artifacts, path.parent, cube]) == []
     assert PASSWORD not in yaml.safe_dump(yaml.safe_load(path.read_text()))

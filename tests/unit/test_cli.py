@@ -410,3 +410,64 @@ def test_controller_checks_pass_here() -> None:
     assert [check.name for check in checks] == ["ansible-core", "ansible.posix", "rsync", "ssh"]
     assert all(check.ok for check in checks), [check.line() for check in checks]
     assert os.path.isabs(checks[2].detail.split()[0])
+
+
+PROBE_PLAYBOOK = """\
+- hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "ROOT={{ mlcube_ssh_local_root }} ARGS={{ ansible_ssh_args }} KEY={{ ansible_ssh_private_key_file }}"
+"""
+
+
+def test_rendered_files_keep_template_syntax_as_data(tmp_path: Path, system_settings: Path,
+                                                     platform_section: dict[str, Any]) -> None:
+    """Real ansible-playbook on the rendered files: a folder named like a template never runs anything."""
+    import subprocess
+
+    from mlcube_ssh_ansible import assets
+
+    hostile = "x{{ lookup('pipe','touch ran') }}"
+    cube = tmp_path / hostile
+    cube.mkdir()
+    shutil.copy(EXAMPLES_DIR / "hello" / "mlcube.yaml", cube / "mlcube.yaml")
+    secrets_dir = tmp_path / "k{{ lookup('pipe','touch ran') }}"
+    secrets_dir.mkdir()
+    (secrets_dir / "id").write_text("not a key")
+    known_dir = tmp_path / "h{{ 7 * 7 }}"  # known_hosts refuses quotes: templating would show as 49
+    known_dir.mkdir()
+    (known_dir / "known_hosts").write_text("")
+    section = {**platform_section, "known_hosts": str(known_dir / "known_hosts"),
+               "authentication": {"user": "alice", "identity_file": str(secrets_dir / "id")}}
+    system_settings.write_text(yaml.safe_dump({"runners": {"ssh-ansible": {"pkg": "mlcube_ssh_ansible"}},
+                                               "platforms": {"ssh-ansible": section}, "storage": {}}))
+    out = tmp_path / "out"
+    result = invoke("render", f"--mlcube={cube}", "--task=hello", f"--out={out}")
+    assert result.exit_code == 0, result.output
+    probe = tmp_path / "probe.yml"  # the pipe lookup runs in the playbook's folder: `ran` would land here
+    probe.write_text(PROBE_PLAYBOOK)
+    ran = subprocess.run([str(Path(assets.ansible_bin_dir(), "ansible-playbook")), "-i", str(out / "inventory.yml"),
+                          str(probe), "-e", f"@{out / 'extravars.yml'}"],
+                         capture_output=True, text=True, env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert not (tmp_path / "ran").exists(), "a rendered value was templated: the pipe lookup ran"
+    assert f"ROOT={cube}" in ran.stdout and f"KEY={secrets_dir / 'id'}" in ran.stdout, ran.stdout
+    assert f"{known_dir}/known_hosts" in ran.stdout and "h49" not in ran.stdout, ran.stdout
+
+
+def test_rendered_header_cannot_inject_yaml(tmp_path: Path, system_settings: Path) -> None:
+    """The comment naming the cube stays one comment line, whatever the folder is called."""
+    from ansible.parsing.yaml.loader import AnsibleLoader
+
+    cube = tmp_path / "c\nmlcube_ssh_injected: 1\n#"
+    cube.mkdir()
+    shutil.copy(EXAMPLES_DIR / "hello" / "mlcube.yaml", cube / "mlcube.yaml")
+    out = tmp_path / "out"
+    result = invoke("render", f"--mlcube={cube}", "--task=hello", f"--out={out}")
+    assert result.exit_code == 0, result.output
+    extravars = AnsibleLoader((out / "extravars.yml").read_text()).get_single_data()
+    inventory = AnsibleLoader((out / "inventory.yml").read_text()).get_single_data()
+    assert "mlcube_ssh_injected" not in extravars and "mlcube_ssh_injected" not in inventory
+    assert extravars["mlcube_ssh_local_root"] == str(cube)

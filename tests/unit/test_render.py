@@ -37,7 +37,7 @@ def test_one_host_golden(tmp_path) -> None:
     assert inventory == {
         "all": {
             "vars": {
-                "ansible_ssh_args": SSH_ARGS + f"-o StrictHostKeyChecking=yes -o 'UserKnownHostsFile={known}' "
+                "ansible_ssh_args": SSH_ARGS + f"-o StrictHostKeyChecking=yes -o 'UserKnownHostsFile=\"{known}\"' "
                 "-o IdentitiesOnly=yes",
                 "ansible_ssh_pipelining": True,
                 "ansible_host_key_checking": True,
@@ -74,9 +74,31 @@ def test_one_host_golden(tmp_path) -> None:
         "mlcube_ssh_run_id": "",
         "mlcube_ssh_detach": False,
     }
-    # The quoted path survives the shlex split that Ansible's ssh plugin does.
+    # After the shlex split that Ansible's ssh plugin (and rsync, for synchronize) does, ssh gets the path in
+    # double quotes: unquoted, OpenSSH reads `.../known hosts` as the two files `.../known` and `hosts`.
     inventory, _ = render(settings, job)
-    assert f"UserKnownHostsFile={known}" in shlex.split(inventory["all"]["vars"]["ansible_ssh_args"])
+    assert f'UserKnownHostsFile="{known}"' in shlex.split(inventory["all"]["vars"]["ansible_ssh_args"])
+
+
+def test_known_hosts_paths_reach_ssh_as_one_file(tmp_path) -> None:
+    """`%` would be an ssh token; quotes, backslashes and other whitespace can't be carried: refused."""
+    import pytest
+
+    from mlcube_ssh_ansible.errors import SettingsError
+    from mlcube_ssh_ansible.render import ssh_args
+
+    known = tmp_path / "100% sure"
+    known.write_text("x")
+    settings = parse_settings({"host": "h", "platform": "docker", "interpreter": {"type": "system"},
+                               "known_hosts": str(known)})
+    assert f'UserKnownHostsFile="{tmp_path}/100%% sure"' in ssh_args(settings)
+    for name in ("it's", 'say "hi"', "back\\slash", "tab\there", "new\nline"):
+        bad = tmp_path / name
+        bad.write_text("x")
+        with pytest.raises(SettingsError, match="known_hosts") as caught:
+            parse_settings({"host": "h", "platform": "docker", "interpreter": {"type": "system"},
+                            "known_hosts": str(bad)})
+        assert "\n" not in str(caught.value)
 
 
 def test_inventory_mode_only_fills_defaults(tmp_path) -> None:
