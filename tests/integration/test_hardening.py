@@ -3,6 +3,7 @@ deleted, a cancel that finds the run over signals nothing, Ctrl-C twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -69,3 +70,29 @@ def test_a_known_hosts_path_with_spaces_is_read_as_one_file(tmp_path: Path, ssh_
     assert reporter.failures() == {}
     assert [step for step, _, _ in reporter.hosts[ssh_host.address].steps_done][:3] == [
         "check", "python env", "upload"]
+
+
+def test_cancelling_a_finished_run_by_id_signals_nothing(tmp_path: Path, ssh_host: SshHost,
+                                                         settings_file) -> None:
+    from mlcube_ssh_ansible.execute import run_playbook
+
+    cube = example_cube(tmp_path)
+    settings = platform_settings(settings_file(ssh_host))
+    job = Job(str(cube), str(cube / "workspace"))
+    workflow.configure(settings, job, reporter=quiet())
+    finished = dataclasses.replace(job, tasks=("hello",), run_id=workflow.new_run_id())
+    workflow.run(settings, finished, reporter=quiet())
+    run_dir = f"{ssh_host.user.home}/mlcube/.mlcube-ssh-ansible/{remote_name(str(cube))}/runs/{finished.run_id}"
+    assert remote(ssh_host, "test", "-f", f"{run_dir}/rc").returncode == 0  # the run is over
+    # The recorded process group id now belongs to someone else's process (pids are recycled).
+    bystander = remote(ssh_host, "sh", "-c", "setsid sleep 300 >/dev/null 2>&1 </dev/null & echo $!",
+                       check=True).stdout.strip()
+    try:
+        remote(ssh_host, "sh", "-c", f"echo {bystander} > {run_dir}/pid", check=True)
+
+        outcome = run_playbook(workflow._invocation("cancel", settings, finished), quiet())
+
+        assert outcome.rc == 0
+        assert remote(ssh_host, "kill", "-0", bystander).returncode == 0, "the cancel signalled a stranger"
+    finally:
+        remote(ssh_host, "kill", "-KILL", f"-{bystander}")

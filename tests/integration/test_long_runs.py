@@ -47,24 +47,22 @@ def wait_for_state(settings, job, want_running: bool, timeout: float = 60) -> di
 
 def test_detach_status_logs_attach(tmp_path: Path, ssh_host: SshHost, settings_file) -> None:
     cube, job, settings = configured_cube(tmp_path, ssh_host, settings_file)
-    (cube / "workspace" / "seconds.txt").write_text("8")
+    (cube / "workspace" / "seconds.txt").write_text("20")
 
-    started = time.monotonic()
     workflow.run(settings, Job(job.cube_root, job.workspace, tasks=("sleep",), detach=True), reporter=Lines())
-    assert time.monotonic() - started < 8  # returned while the task still runs
+    # Returned while the task still runs: the host says so, and nothing was fetched (no clock involved).
     assert not (cube / "workspace" / "slept.txt").exists()
-
     running = workflow.status(settings, job, reporter=Lines())
     assert running[ssh_host.address]["running"] is True and running[ssh_host.address]["rc"] is None
 
     logs = Lines()
     workflow.status(settings, job, logs=True, reporter=logs)
-    assert "sleeping 8 s" in logs.lines
+    assert "sleeping 20 s" in logs.lines
 
     attached = Lines()
     workflow.attach(settings, job, reporter=attached)
     assert (cube / "workspace" / "slept.txt").exists()
-    assert "slept 8 s" in attached.lines
+    assert "slept 20 s" in attached.lines
     done = workflow.status(settings, job, reporter=Lines())[ssh_host.address]
     assert done["running"] is False and done["rc"] == 0 and done["ended"] > done["started"]
 

@@ -3,8 +3,10 @@ no half-written file, and a short default output."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +31,23 @@ def files_containing(text: str, folders: list[Path]) -> list[Path]:
     needle = text.encode()
     return [path for folder in folders if folder.exists() for path in folder.rglob("*")
             if path.is_file() and needle in path.read_bytes()]
+
+
+def kill_processes(argument: str, program: str) -> list[int]:
+    """SIGKILL this user's `program` processes whose command line has `argument`: exactly this test's ones."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == program and any(argument in arg for arg in argv):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed
 
 
 def test_password_from_the_environment_is_never_written(tmp_path: Path, ssh_host: SshHost, settings_file,
@@ -94,15 +113,19 @@ def test_interrupted_fetch_leaves_no_half_written_file_and_a_rerun_completes(
     fetch = subprocess.Popen([str(CLI), "fetch", f"--mlcube={cube}"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
+    partial: list[Path] = []
     while time.monotonic() < deadline:  # wait until rsync is writing the file, then kill it
         partial = list((cube / "workspace").glob(".~tmp~/*")) + list((cube / "workspace").glob(".big.bin.*"))
         if partial and any(path.stat().st_size > 0 for path in partial):
             break
         time.sleep(0.01)
-    subprocess.run(["pkill", "-KILL", "-f", f"rsync.*{cube}/workspace"], check=False)
-    fetch.wait(timeout=120)
+    assert partial, "the fetch never started writing big.bin"
+    killed = kill_processes(f"{cube}/workspace", "rsync")
+    output, _ = fetch.communicate(timeout=120)
 
-    assert not local_big.exists() or local_big.stat().st_size == 400 * 2**20  # never half a file
+    assert killed, "no rsync of this fetch was found to kill"
+    assert fetch.returncode != 0, output  # the transfer really was interrupted...
+    assert not local_big.exists() or local_big.stat().st_size == 400 * 2**20  # ...and left no half file
     again = subprocess.run([str(CLI), "fetch", f"--mlcube={cube}"], capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
     remote_sum = remote(ssh_host, "sha256sum", remote_big, check=True).stdout.split()[0]

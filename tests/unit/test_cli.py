@@ -210,9 +210,14 @@ def test_settings_are_validated_by_mlcubes_own_config_path(cube: Path, calls: li
     """MLCube merges the runner defaults into the platform section (e.g. remote_root), as for `mlcube run`."""
     assert invoke("configure", f"--mlcube={cube}").exit_code == 0
     assert calls[0]["settings"].remote_root == "~/mlcube"
-    # ...and our Config.validate is the original again afterwards (the CLI only swaps it while loading).
+    # ...and `mlcube` gets its one-line exit again afterwards: the CLI makes validate raise only while loading.
     from mlcube_ssh_ansible import runner
-    assert runner.Config.__dict__["validate"].__func__ is not runner.settings_from
+    assert runner.Config.exit_on_error is True
+    broken = yaml.safe_load(system_settings.read_text())
+    broken["platforms"]["ssh-ansible"]["port"] = "twenty-two"
+    system_settings.write_text(yaml.safe_dump(broken))
+    assert invoke("configure", f"--mlcube={cube}").exit_code == 2
+    assert runner.Config.exit_on_error is True  # also after a settings error
 
 
 # ---------------------------------------------------------------------------------------- configure --check

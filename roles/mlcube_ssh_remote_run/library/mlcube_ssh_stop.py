@@ -8,6 +8,8 @@ module: mlcube_ssh_stop
 short_description: Stop a launched MLCube run and the containers it started
 description:
   - Sends SIGTERM to the run's process group, waits up to O(grace) seconds, then SIGKILL.
+  - A run that already ended (its C(rc) file exists) is left alone: nothing is signalled and no container
+    is killed, since its process group id may belong to another process by now.
   - With O(docker), also kills the running containers that bind-mount a path below O(mounts_below)
     (MLCube's docker runner starts containers that outlive a killed C(docker run) client).
 options:
@@ -20,6 +22,7 @@ author: mlcube-ssh-ansible
 
 RETURN = r"""
 stopped: {description: Whether the run was still running and was stopped., returned: always, type: bool}
+ended: {description: Whether the run had already ended (nothing was signalled)., returned: always, type: bool}
 containers: {description: Ids of the containers killed., returned: always, type: list}
 """
 
@@ -65,16 +68,18 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    if os.path.exists(os.path.join(params["run_dir"], "rc")):
+        module.exit_json(changed=False, stopped=False, ended=True, containers=[])
     try:
         with open(os.path.join(params["run_dir"], "pid")) as handle:
             pgid = int(handle.read())
     except (OSError, ValueError):
-        module.exit_json(changed=False, stopped=False, containers=[])
+        module.exit_json(changed=False, stopped=False, ended=False, containers=[])
     running = _group_alive(pgid)
     containers = _our_containers(module, params["docker"], params["mounts_below"]) \
         if params["docker"] and params["mounts_below"] else []
     if module.check_mode or not (running or containers):
-        module.exit_json(changed=False, stopped=False, containers=containers)
+        module.exit_json(changed=False, stopped=False, ended=False, containers=containers)
     if running:
         os.killpg(pgid, signal.SIGTERM)
     if containers:
@@ -84,7 +89,7 @@ def main() -> None:
         time.sleep(0.1)
     if _group_alive(pgid):
         os.killpg(pgid, signal.SIGKILL)
-    module.exit_json(changed=True, stopped=running, containers=containers)
+    module.exit_json(changed=True, stopped=running, ended=False, containers=containers)
 
 
 if __name__ == "__main__":
