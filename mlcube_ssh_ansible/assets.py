@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 from .errors import EnvironmentProblem
@@ -60,3 +63,50 @@ def check_controller(needs_sshpass: bool = False) -> None:
 def ansible_bin_dir() -> str:
     """The folder of this Python's ansible-playbook, so an unactivated venv works without PATH tweaks."""
     return os.path.dirname(sys.executable)
+
+
+# New virtualenvs on the hosts are created without pip and get it from this wheel, uploaded by configure:
+# pip 24.0 runs on Python 3.7+ and is the last pip that accepts mlcube 0.0.9's pin omegaconf==2.1.0.
+PIP_REQUIREMENT = "pip==24.0"
+PIP_WHEEL = "pip-24.0-py3-none-any.whl"
+
+
+def wheels_dir() -> Path:
+    """The controller's cache of wheels it uploads (next to the configure fingerprints)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", "wheels")
+
+
+def _whole_wheel(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            return "pip/__main__.py" in wheel.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def pip_wheel() -> Path:
+    """The pip wheel for new virtualenvs: from the cache, else downloaded once from this machine's index.
+
+    Raises EnvironmentProblem (nothing touched yet) naming the fix when it cannot be had."""
+    folder = wheels_dir()
+    path = folder / PIP_WHEEL
+    if _whole_wheel(path):
+        return path
+    fix = (f"put {PIP_WHEEL} into {folder} (e.g. `python3 -m pip download {PIP_REQUIREMENT} --no-deps -d {folder}` "
+           "where PyPI can be reached), or use interpreter.type: system")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "download", PIP_REQUIREMENT, "--no-deps", "--only-binary=:all:",
+                 "--disable-pip-version-check", "--quiet", "-d", scratch],
+                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+            got = Path(scratch, PIP_WHEEL)
+            if proc.returncode != 0 or not _whole_wheel(got):
+                said = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+                raise EnvironmentProblem(f"cannot download {PIP_REQUIREMENT}, which new virtualenvs on the hosts "
+                                         f"get their pip from ({said[-1].strip() if said else 'no wheel'}): {fix}")
+            os.replace(got, path)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise EnvironmentProblem(f"cannot download {PIP_REQUIREMENT} into {folder} ({error}): {fix}") from None
+    return path

@@ -33,11 +33,16 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def rendered(settings: Settings, job: Job, *, exclude_from: str | None = None
+def rendered(settings: Settings, job: Job, *, exclude_from: str | None = None, pip_wheel: bool = True
              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Inventory and extra-vars exactly as a command that uploads passes them (`render` writes these)."""
+    """Inventory and extra-vars exactly as a command that uploads passes them (`render` writes these).
+
+    With `pip_wheel` (configure, render) and a virtualenv interpreter, the pip wheel that new virtualenvs get
+    their pip from is named, downloaded into the controller's cache the first time."""
     inventory, extravars = render(settings, job)
     extravars["mlcube_ssh_exclude_from"] = _exclude_from(job) if exclude_from is None else exclude_from
+    if pip_wheel and settings.interpreter.type == "virtualenv":
+        extravars["mlcube_ssh_pip_wheel"] = str(assets.pip_wheel())
     return inventory, extravars
 
 
@@ -51,7 +56,7 @@ def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any
                 tags: Sequence[str] = (), check: bool = False, verbosity: int = 0,
                 exclude_from: str | None = None) -> Invocation:
     if name in ("configure", "run"):
-        inventory, extravars = rendered(settings, job, exclude_from=exclude_from)
+        inventory, extravars = rendered(settings, job, exclude_from=exclude_from, pip_wheel=name == "configure")
     else:
         inventory, extravars = render(settings, job)
     return Invocation(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from mlcube_ssh_ansible import cli, doctor, render, workflow
+from mlcube_ssh_ansible import assets, cli, doctor, render, workflow
 from mlcube_ssh_ansible.errors import HostFailure
 from mlcube_ssh_ansible.render import Job
 from mlcube_ssh_ansible.settings import forks_for, parse_settings
@@ -293,6 +293,7 @@ def test_render_writes_what_the_workflow_would_run(cube: Path, tmp_path: Path, s
     job = Job(str(cube), str(cube / "workspace"), ("hello",), ("name_file=n.txt",), ("--gpus=all",))
     inventory, extravars = render.render(settings, job)
     extravars["mlcube_ssh_exclude_from"] = ""  # the cube is not in a git work tree
+    extravars["mlcube_ssh_pip_wheel"] = str(assets.pip_wheel())  # configure.yml seeds new virtualenvs from it
     assert yaml.safe_load((out / "inventory.yml").read_text()) == inventory
     assert yaml.safe_load((out / "extravars.yml").read_text()) == extravars
     root = Path(cli.__file__).resolve().parent.parent

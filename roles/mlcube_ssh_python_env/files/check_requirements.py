@@ -1,5 +1,5 @@
 # Prints, as JSON, which requirements are not satisfied in this Python environment, which dependencies of the
-# installed ones are not (with the overrides applied), and pip's version.
+# installed ones are not (with the overrides applied), and pip's version (null when pip is missing or broken).
 # Argument: one JSON object {"requirements": [...], "overrides": [...]}.
 #
 # Why overrides: a requirement can pin a dependency whose metadata current pip refuses to read (mlcube 0.0.9
@@ -18,7 +18,10 @@ except ImportError:  # Python < 3.8
 try:
     from packaging.requirements import Requirement
 except ImportError:
-    from pip._vendor.packaging.requirements import Requirement
+    try:
+        from pip._vendor.packaging.requirements import Requirement
+    except ImportError:  # no pip yet (a virtualenv made without it): every requirement counts as missing
+        Requirement = None
 
 
 def canonical(name):
@@ -26,6 +29,8 @@ def canonical(name):
 
 
 def parse(spec):
+    if Requirement is None:
+        return None
     try:
         return Requirement(spec)
     except Exception:  # a URL, a path, or metadata no parser accepts: let pip decide
@@ -80,8 +85,9 @@ def main():
             spec = overrides.get(name, str(dep).split(";")[0].strip())
             if not satisfied(parse(spec) or dep):
                 dependencies.append(spec)
-    try:
-        pip_version = metadata.version("pip")
+    try:  # a pip whose files are half there (an interrupted install) counts as missing
+        import importlib.util
+        pip_version = metadata.version("pip") if importlib.util.find_spec("pip._internal.cli.main") else None
     except Exception:
         pip_version = None
     print(json.dumps({"missing": missing, "dependencies": dependencies, "pip": pip_version}))

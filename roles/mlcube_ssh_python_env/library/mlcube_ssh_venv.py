@@ -1,0 +1,291 @@
+#!/usr/bin/python
+"""Bring the remote Python environment of MLCube into a known state, from whatever a failed attempt left."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mlcube_ssh_venv
+short_description: Check, repair and create the virtualenv that runs MLCube, without root
+description:
+  - With O(interpreter_type=virtualenv), looks at O(venv_dir) and repairs what a failed or interrupted attempt
+    left before it creates anything. A folder whose C(bin/python) is missing or no longer runs (a half-made
+    virtualenv, or one whose base Python went away with an OS upgrade) is removed and created again; a
+    folder that is not a virtualenv (no C(pyvenv.cfg)) is never removed.
+  - Creates the virtualenv without pip, with the first of C(python -m venv --without-pip), C(python -m
+    virtualenv --no-pip) and a built-in way (the C(pyvenv.cfg) layout that Python's own C(site) module
+    reads) that works. So neither the C(venv) module nor C(ensurepip) (Debian's C(python3-venv)) is needed.
+    The caller then installs pip from a wheel (RV(pip) is empty when it has to).
+  - Returns which of O(requirements) are not satisfied in the environment.
+  - With O(probe), changes nothing and returns in RV(plan) what a run without it would do and in RV(problem)
+    why it would fail (used by doctor, so that doctor and configure give the same reason).
+options:
+  interpreter_type: {type: str, choices: [system, virtualenv], required: true, description: Python kind.}
+  python: {type: str, required: true, description: The base Python (system type, or the one creating the virtualenv).}
+  venv_dir: {type: str, required: true, description: The virtualenv folder (ignored for the system type).}
+  requirements: {type: list, elements: str, default: [], description: pip requirements (for the plan).}
+  check_script: {type: str, required: true, description: "Python code run by the environment's python with
+    O(check_input) as its argument; prints JSON with missing, dependencies and pip (the role's check_requirements.py)."}
+  check_input: {type: str, required: true, description: The check script's argument.}
+  min_python: {type: str, default: '3.8', description: The oldest base Python accepted.}
+  min_free_mb: {type: int, default: 100, description: Free space a new virtualenv or an install needs.}
+  probe: {type: bool, default: false, description: Change nothing; report the plan and the problem.}
+author: mlcube-ssh-ansible
+"""
+
+RETURN = r"""
+env_python: {description: The Python that runs MLCube., returned: always, type: str}
+python_version: {description: Version of the base Python., returned: when it runs, type: str}
+tool: {description: "What creates the virtualenv: existing, venv, virtualenv or built-in.", returned: always, type: str}
+repaired: {description: What was wrong with an existing folder (empty when nothing)., returned: always, type: str}
+pip: {description: pip's version in the environment, empty when pip is missing or broken., returned: always, type: str}
+missing: {description: Requirements not satisfied., returned: always, type: list}
+dependencies: {description: Their dependencies not satisfied (the check script's list)., returned: always, type: list}
+plan: {description: What configure does (or did) here, in words., returned: always, type: str}
+problem: {description: Why configure cannot set up the environment (empty when it can)., returned: always, type: str}
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+
+# Run by the base Python: what it is and which tools it has. Must run on any Python 3 (and say its version).
+PROBE = r"""
+import json, sys
+try:
+    import importlib.util as u
+    def has(name):
+        try:
+            return u.find_spec(name) is not None
+        except Exception:
+            return False
+except ImportError:
+    def has(name):
+        return False
+print(json.dumps({"version": ".".join(map(str, sys.version_info[:3])), "executable": sys.executable,
+                  "venv": has("venv"), "ensurepip": has("ensurepip"), "virtualenv": has("virtualenv")}))
+"""
+
+VENV_ENTRIES = {"bin", "lib", "lib64", "include", "share", "pyvenv.cfg", "local"}
+
+
+def _last_lines(text, count=3):
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return " | ".join(lines[-count:])
+
+
+def _run(argv, timeout=600):
+    """(rc, stdout, stderr); rc 127 with the reason when the program cannot be started."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, universal_newlines=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        return 127, "", str(error)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _version(text):
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def _free_mb(path):
+    """Free space for this user in the file system that holds `path` (or its nearest existing parent)."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        stat = os.statvfs(path or "/")
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize // (1024 * 1024)
+
+
+def _looks_like_venv(path):
+    """Safe to remove and create again: it has pyvenv.cfg, or holds nothing but what a virtualenv holds."""
+    try:
+        entries = set(os.listdir(path))
+    except OSError:
+        return False
+    return "pyvenv.cfg" in entries or entries <= VENV_ENTRIES
+
+
+def _check(env_python, check):
+    """(state, detail): ('ok', {missing, dependencies, pip}) or ('broken', why) for the environment's Python.
+
+    `check` is (script, input): the role's check_requirements.py and its argument."""
+    if not os.path.exists(env_python):
+        target = os.readlink(env_python) if os.path.islink(env_python) else ""
+        return "broken", ("its python links to %s, which no longer exists" % target) if target else "it has no python"
+    rc, out, err = _run([env_python, "-c", check[0], check[1]])
+    if rc != 0:
+        return "broken", "its python does not run: " + (_last_lines(err or out, 2) or "exit code %d" % rc)
+    try:
+        found = json.loads(out.strip().splitlines()[-1])
+        return "ok", dict(missing=found.get("missing") or [], dependencies=found.get("dependencies") or [],
+                          pip=found.get("pip") or "")
+    except (ValueError, IndexError):
+        return "broken", "its python printed no result: " + _last_lines(out + err, 2)
+
+
+def _create_builtin(venv_dir, probe):
+    """The layout `python -m venv --without-pip` makes, written directly: Python's site module reads
+    pyvenv.cfg next to bin/ by itself, so this needs nothing from the venv module or ensurepip."""
+    executable = probe["executable"]
+    major_minor = ".".join(probe["version"].split(".")[:2])
+    os.makedirs(os.path.join(venv_dir, "bin"))
+    os.makedirs(os.path.join(venv_dir, "lib", "python" + major_minor, "site-packages"))
+    if sys.maxsize > 2 ** 32:
+        os.symlink("lib", os.path.join(venv_dir, "lib64"))
+    for name in ("python", "python3", "python" + major_minor):
+        os.symlink(executable, os.path.join(venv_dir, "bin", name))
+    with open(os.path.join(venv_dir, "pyvenv.cfg"), "w") as handle:
+        handle.write("home = %s\ninclude-system-site-packages = false\nversion = %s\n"
+                     % (os.path.dirname(executable), probe["version"]))
+
+
+def _create(python, venv_dir, probe):
+    """Try each way in turn; return (tool, '') or ('', why every way failed)."""
+    tried = []
+    ways = []
+    if probe.get("venv"):
+        ways.append(("venv", [python, "-m", "venv", "--without-pip", venv_dir]))
+    else:
+        tried.append("venv: not in this Python")
+    if probe.get("virtualenv"):
+        ways.append(("virtualenv", [python, "-m", "virtualenv", "--no-pip", "--no-setuptools", "--no-wheel",
+                                    "--quiet", venv_dir]))
+    else:
+        tried.append("virtualenv: not installed")
+    ways.append(("built-in", None))
+    parent = os.path.dirname(venv_dir)
+    os.makedirs(parent, exist_ok=True)
+    for tool, argv in ways:
+        if os.path.lexists(venv_dir):
+            shutil.rmtree(venv_dir, ignore_errors=True)
+        if argv is None:
+            try:
+                _create_builtin(venv_dir, probe)
+            except OSError as error:
+                tried.append("built-in: %s" % error)
+                continue
+        else:
+            rc, out, err = _run(argv)
+            if rc != 0:
+                tried.append("%s: %s" % (tool, _last_lines(err or out, 2) or "exit code %d" % rc))
+                continue
+        state, _ = _check(os.path.join(venv_dir, "bin", "python"), ("import sys", ""))
+        if state == "ok":
+            return tool, ""
+        tried.append("%s: the new virtualenv's python does not run" % tool)
+    shutil.rmtree(venv_dir, ignore_errors=True)
+    return "", "; ".join(tried)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interpreter_type=dict(type="str", choices=["system", "virtualenv"], required=True),
+            python=dict(type="str", required=True),
+            venv_dir=dict(type="str", required=True),
+            requirements=dict(type="list", elements="str", default=[]),
+            check_script=dict(type="str", required=True),
+            check_input=dict(type="str", required=True),
+            min_python=dict(type="str", default="3.8"),
+            min_free_mb=dict(type="int", default=100),
+            probe=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    probe_only = params["probe"] or module.check_mode
+    python = os.path.expanduser(params["python"])
+    requirements = params["requirements"]
+    check = (params["check_script"], params["check_input"])
+    result = dict(changed=False, tool="existing", repaired="", pip="", missing=list(requirements), dependencies=[],
+                  plan="", problem="")
+
+    def finish(problem="", **values):
+        result.update(values)
+        result["problem"] = problem
+        if problem and not params["probe"]:
+            module.fail_json(msg=problem, **{k: v for k, v in result.items() if k != "problem"})
+        module.exit_json(**result)
+
+    if params["interpreter_type"] == "system":
+        result["env_python"] = python
+        state, found = _check(shutil.which(python) or python, check)
+        if state != "ok":
+            finish("%s cannot run MLCube: %s; install Python 3.8 or newer there or set interpreter.python"
+                   % (python, found))
+        plan = "uses %s as it is" % python
+        if found["missing"]:
+            plan += "; pip installs %s into it" % " ".join(found["missing"])
+        finish(missing=found["missing"], dependencies=found["dependencies"], pip=found["pip"], plan=plan)
+
+    venv_dir = os.path.expanduser(params["venv_dir"])
+    env_python = os.path.join(venv_dir, "bin", "python")
+    result["env_python"] = env_python
+    state, found = ("missing", "") if not os.path.lexists(venv_dir) else _check(env_python, check)
+    if state == "ok":
+        missing, dependencies = found["missing"], found["dependencies"]
+        plan = "virtualenv %s" % venv_dir
+        if not found["pip"]:
+            plan += " has no working pip: configure installs pip from the wheel it uploads, then %s" % " ".join(
+                requirements)
+            missing, dependencies = list(requirements), []
+        elif missing or dependencies:
+            plan += ": configure installs %s" % " ".join(missing + dependencies)
+        else:
+            plan += " has everything (%s)" % ", ".join(requirements)
+        free = _free_mb(venv_dir)
+        if (missing or dependencies) and free is not None and free < params["min_free_mb"]:
+            finish("only %d MB free for %s; installing %s needs about %d MB: free some space there or set "
+                   "interpreter.location elsewhere" % (free, venv_dir, " ".join(missing), params["min_free_mb"]),
+                   plan=plan)
+        finish(missing=missing, dependencies=dependencies, pip=found["pip"], plan=plan)
+
+    # Missing or broken: work out how to create it, then (unless probing) repair and create.
+    if state == "broken":
+        if not _looks_like_venv(venv_dir):
+            finish("%s exists but is not a virtualenv (no pyvenv.cfg) and %s: move it away or set "
+                   "interpreter.location/interpreter.name to another folder" % (venv_dir, found))
+        result["repaired"] = "%s was broken (%s)" % (venv_dir, found)
+    rc, out, err = _run([python, "-c", PROBE], timeout=60)
+    try:
+        probe = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        finish("%s does not run: %s; install Python 3.8 or newer there or set interpreter.python to it"
+               % (python, _last_lines(err or out, 2) or "exit code %d" % rc))
+    result["python_version"] = probe["version"]
+    if _version(probe["version"]) < _version(params["min_python"]):
+        finish("%s is Python %s; MLCube and Ansible's modules need %s or newer: install one and set "
+               "interpreter.python to it" % (python, probe["version"], params["min_python"]))
+    free = _free_mb(venv_dir)
+    if free is not None and free < params["min_free_mb"]:
+        finish("only %d MB free for %s; a virtualenv with %s needs about %d MB: free some space there or set "
+               "interpreter.location elsewhere" % (free, venv_dir, " ".join(requirements), params["min_free_mb"]))
+    tool = "venv" if probe["venv"] else "virtualenv" if probe["virtualenv"] else "built-in"
+    what = {"venv": "python -m venv --without-pip", "virtualenv": "virtualenv --no-pip",
+            "built-in": "the built-in way (no venv module, no virtualenv)"}
+    plan = "%s virtualenv %s with %s (Python %s), pip from the wheel the controller uploads, then %s" % (
+        "repairs" if state == "broken" else "creates", venv_dir, what[tool], probe["version"], " ".join(requirements))
+    if result["repaired"]:
+        plan = result["repaired"] + ": configure " + plan
+    else:
+        plan = "configure " + plan
+    if probe_only:
+        finish(tool=tool, plan=plan, missing=list(requirements), changed=True)
+    if state == "broken":
+        shutil.rmtree(venv_dir)
+    tool, why = _create(python, venv_dir, probe)
+    if not tool:
+        finish("cannot create a virtualenv with %s (Python %s): %s; install python3-venv (Debian, Ubuntu) or "
+               "virtualenv, or use interpreter.type: system with a Python that has MLCube"
+               % (python, probe["version"], why))
+    finish(tool=tool, plan=plan, changed=True, missing=list(requirements), pip="")
+
+
+if __name__ == "__main__":
+    main()
