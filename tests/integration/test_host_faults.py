@@ -218,3 +218,25 @@ def test_a_folder_that_is_not_a_virtualenv_is_left_alone_with_a_one_line_reason(
     [line] = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
     assert line.startswith(f"FAIL {bare_host.address}: remote mlcube: {reason}"), both(checked)
     assert remote(bare_host, "test", "-f", f"{venv}/notes.txt").returncode == 0
+
+
+# ----------------------------------------------------------------------------------- a real Debian 11 host
+
+
+def test_a_fresh_debian_bullseye_host_configures_and_runs_with_nothing_installed_by_its_admin(
+        tmp_path: Path, bullseye_host: SshHost, settings_file, mlcube_cli: MlcubeCli) -> None:
+    """Python 3.9, no python3-venv, no pip, no python3-distutils: what fresh Debian 11 servers look like."""
+    venv = f"{bullseye_host.user.home}/.venvs/mlcube"
+    remote(bullseye_host, "rm", "-rf", venv, check=True)
+    cube = example_cube(tmp_path)
+    settings_file(bullseye_host)
+    checked = ssh_ansible("doctor", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert checked.returncode == 0, both(checked)
+    assert f"configure creates virtualenv {venv} with python -m venv --without-pip (Python 3.9." in checked.stdout
+    configured = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert configured.returncode == 0, both(configured)
+    pip = remote(bullseye_host, f"{venv}/bin/python", "-m", "pip", "--version", check=True).stdout
+    assert pip.startswith("pip 24.0 ") and "(python 3.9)" in pip
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0 and "Hello, World!" in ran.stdout, both(ran)
+    assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, World!\n"

@@ -1,5 +1,6 @@
 # Prints, as JSON, which requirements are not satisfied in this Python environment, which dependencies of the
-# installed ones are not (with the overrides applied), and pip's version (null when pip is missing or broken).
+# installed ones are not (with the overrides applied), pip's version (null when pip is missing or broken), whether
+# distutils is whole, and where packages go (purelib).
 # Argument: one JSON object {"requirements": [...], "overrides": [...]}.
 #
 # Why overrides: a requirement can pin a dependency whose metadata current pip refuses to read (mlcube 0.0.9
@@ -90,7 +91,14 @@ def main():
         pip_version = metadata.version("pip") if importlib.util.find_spec("pip._internal.cli.main") else None
     except Exception:
         pip_version = None
-    print(json.dumps({"missing": missing, "dependencies": dependencies, "pip": pip_version}))
+    try:  # Debian's Python 3.9 without python3-distutils, and 3.12+, have no (whole) distutils
+        import importlib.util
+        distutils = bool(importlib.util.find_spec("distutils.cmd") and importlib.util.find_spec("distutils.dir_util"))
+    except Exception:
+        distutils = False
+    import sysconfig
+    print(json.dumps({"missing": missing, "dependencies": dependencies, "pip": pip_version, "distutils": distutils,
+                      "purelib": sysconfig.get_paths()["purelib"]}))
 
 
 main()

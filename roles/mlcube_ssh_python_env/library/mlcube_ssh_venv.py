@@ -15,7 +15,10 @@ description:
     virtualenv --no-pip) and a built-in way (the C(pyvenv.cfg) layout that Python's own C(site) module
     reads) that works. So neither the C(venv) module nor C(ensurepip) (Debian's C(python3-venv)) is needed.
     The caller then installs pip from a wheel (RV(pip) is empty when it has to).
-  - Returns which of O(requirements) are not satisfied in the environment.
+  - Returns which of O(requirements) are not satisfied in the environment (the role's check script says).
+  - Where the environment's Python has no whole C(distutils) (Debian's Python 3.9 without C(python3-distutils),
+    Python 3.12+), writes a C(.pth) line that lets pip work without it and adds C(setuptools) (whose
+    C(distutils) mlcube 0.0.9 imports) to RV(missing).
   - With O(probe), changes nothing and returns in RV(plan) what a run without it would do and in RV(problem)
     why it would fail (used by doctor, so that doctor and configure give the same reason).
 options:
@@ -68,6 +71,13 @@ except ImportError:
 print(json.dumps({"version": ".".join(map(str, sys.version_info[:3])), "executable": sys.executable,
                   "venv": has("venv"), "ensurepip": has("ensurepip"), "virtualenv": has("virtualenv")}))
 """
+
+# pip < 24.1 on Python < 3.10 finds its install locations through distutils unless this flag is set; Debian's
+# Python 3.9 without python3-distutils has only a stub of distutils. A .pth line runs at every start.
+PIP_SYSCONFIG_PTH = "mlcube_ssh_ansible_pip_sysconfig.pth"
+PIP_SYSCONFIG_LINE = "import sysconfig; sysconfig._PIP_USE_SYSCONFIG = True\n"
+# mlcube 0.0.9 imports distutils.dir_util: where the Python has no whole distutils, setuptools brings its own.
+DISTUTILS_PROVIDER = "setuptools"
 
 VENV_ENTRIES = {"bin", "lib", "lib64", "include", "share", "pyvenv.cfg", "local"}
 
@@ -124,7 +134,8 @@ def _check(env_python, check):
     try:
         found = json.loads(out.strip().splitlines()[-1])
         return "ok", dict(missing=found.get("missing") or [], dependencies=found.get("dependencies") or [],
-                          pip=found.get("pip") or "")
+                          pip=found.get("pip") or "", distutils=found.get("distutils", True),
+                          purelib=found.get("purelib") or "")
     except (ValueError, IndexError):
         return "broken", "its python printed no result: " + _last_lines(out + err, 2)
 
@@ -145,7 +156,7 @@ def _create_builtin(venv_dir, probe):
                      % (os.path.dirname(executable), probe["version"]))
 
 
-def _create(python, venv_dir, probe):
+def _create(python, venv_dir, probe, check):
     """Try each way in turn; return (tool, '') or ('', why every way failed)."""
     tried = []
     ways = []
@@ -175,12 +186,34 @@ def _create(python, venv_dir, probe):
             if rc != 0:
                 tried.append("%s: %s" % (tool, _last_lines(err or out, 2) or "exit code %d" % rc))
                 continue
-        state, _ = _check(os.path.join(venv_dir, "bin", "python"), ("import sys", ""))
+        state, _ = _check(os.path.join(venv_dir, "bin", "python"), check)
         if state == "ok":
             return tool, ""
         tried.append("%s: the new virtualenv's python does not run" % tool)
     shutil.rmtree(venv_dir, ignore_errors=True)
     return "", "; ".join(tried)
+
+
+def _without_distutils(found, requirements):
+    """In a virtualenv whose Python lacks distutils: let pip work without it (the .pth line) and have setuptools
+    installed with the requirements (its distutils). Returns (changed, the extra requirement or None)."""
+    if found.get("distutils", True) or not found.get("purelib"):
+        return False, None
+    changed = False
+    pth = os.path.join(found["purelib"], PIP_SYSCONFIG_PTH)
+    try:
+        with open(pth) as handle:
+            current = handle.read()
+    except OSError:
+        current = ""
+    if current != PIP_SYSCONFIG_LINE:
+        os.makedirs(found["purelib"], exist_ok=True)
+        with open(pth, "w") as handle:
+            handle.write(PIP_SYSCONFIG_LINE)
+        changed = True
+    named = any(spec.split("=")[0].split("<")[0].split(">")[0].strip().lower() == DISTUTILS_PROVIDER
+                for spec in requirements)
+    return changed, None if named else DISTUTILS_PROVIDER
 
 
 def main():
@@ -239,6 +272,10 @@ def main():
             plan += ": configure installs %s" % " ".join(missing + dependencies)
         else:
             plan += " has everything (%s)" % ", ".join(requirements)
+        changed, extra = (False, None) if probe_only else _without_distutils(found, requirements)
+        if extra and extra not in missing:
+            missing = missing + [extra]
+        result["changed"] = changed
         free = _free_mb(venv_dir)
         if (missing or dependencies) and free is not None and free < params["min_free_mb"]:
             finish("only %d MB free for %s; installing %s needs about %d MB: free some space there or set "
@@ -279,12 +316,17 @@ def main():
         finish(tool=tool, plan=plan, missing=list(requirements), changed=True)
     if state == "broken":
         shutil.rmtree(venv_dir)
-    tool, why = _create(python, venv_dir, probe)
+    tool, why = _create(python, venv_dir, probe, check)
     if not tool:
         finish("cannot create a virtualenv with %s (Python %s): %s; install python3-venv (Debian, Ubuntu) or "
                "virtualenv, or use interpreter.type: system with a Python that has MLCube"
                % (python, probe["version"], why))
-    finish(tool=tool, plan=plan, changed=True, missing=list(requirements), pip="")
+    state, found = _check(env_python, check)
+    missing = list(requirements)
+    if state == "ok":
+        _, extra = _without_distutils(found, requirements)
+        missing += [extra] if extra else []
+    finish(tool=tool, plan=plan, changed=True, missing=missing, pip="")
 
 
 if __name__ == "__main__":
