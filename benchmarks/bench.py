@@ -34,7 +34,14 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cases import Bench  # noqa: E402
-from benchmarks.config import DEFAULT_OUT, REPO, WORKDIR, log  # noqa: E402
+from benchmarks.config import (  # noqa: E402
+    BIG_FLEET_SIZES,
+    DEFAULT_OUT,
+    REPO,
+    SMOKE_BIG_FLEET_SIZES,
+    WORKDIR,
+    log,
+)
 from benchmarks.lab import Lab  # noqa: E402
 from benchmarks.report import machine, write_report  # noqa: E402
 from benchmarks.sampler import become_subreaper  # noqa: E402
@@ -42,42 +49,60 @@ from benchmarks.sampler import become_subreaper  # noqa: E402
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 repetition of everything (development only)")
-    parser.add_argument("--reps", type=int, default=5, help="repetitions of (a), (b) and (c) [5]")
-    parser.add_argument("--reps-slow", type=int, default=3, help="repetitions of (d) and the variants [3]")
-    parser.add_argument("--only", default="abcdex", help="sections to run, e.g. 'ad' [abcdex]")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="1 repetition of everything (development only)")
+    modes.add_argument("--smoke", action="store_true",
+                       help="every case once, big fleets of " + " and ".join(map(str, SMOKE_BIG_FLEET_SIZES))
+                       + " hosts: shows that the benchmark works end to end (not valid numbers)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of (a), (b), (c) and (z) [5]")
+    parser.add_argument("--reps-slow", type=int, default=3, help="repetitions of (d), (f) and the variants [3]")
+    parser.add_argument("--only", default="abcdefx", help="sections to run, e.g. 'ad' [abcdefx]; without f, no "
+                                                          "big fleets")
+    parser.add_argument("--big-fleets", default=",".join(map(str, BIG_FLEET_SIZES)),
+                        help="host counts of (f), comma-separated [%(default)s]")
     parser.add_argument("--report-only", action="store_true",
-                        help=f"rewrite the report from the last run's {WORKDIR}/results.pickle, measuring nothing")
+                        help=f"rewrite the report from the last run's {WORKDIR}/results.pickle (results-quick or "
+                             "-smoke with those flags), measuring nothing")
     parser.add_argument("--out", type=Path, help=f"report file [{DEFAULT_OUT.relative_to(REPO)}; "
-                                                 f"{WORKDIR}/benchmarks-quick.md with --quick]")
+                                                 f"{WORKDIR}/benchmarks-quick.md or -smoke.md with those flags]")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.py must run as root: it starts sshd and creates users (like the integration tests)",
               file=sys.stderr)
         return 2
-    reps, reps_slow = (1, 1) if args.quick else (args.reps, args.reps_slow)
-    out = args.out or (WORKDIR / "benchmarks-quick.md" if args.quick else DEFAULT_OUT)
+    mode = "smoke" if args.smoke else "quick" if args.quick else ""
+    label = {"quick": "--quick (1 repetition: not valid numbers)",
+             "smoke": "--smoke (every case once, big fleets of " + " and ".join(map(str, SMOKE_BIG_FLEET_SIZES))
+                      + " hosts: not valid numbers)"}.get(mode, "")
+    reps, reps_slow = (1, 1) if mode else (args.reps, args.reps_slow)
+    big_sizes = SMOKE_BIG_FLEET_SIZES if args.smoke else tuple(int(n) for n in args.big_fleets.split(",") if n)
+    if "f" not in args.only:
+        big_sizes = ()
+    out = args.out or (WORKDIR / f"benchmarks-{mode}.md" if mode else DEFAULT_OUT)
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
-    saved = WORKDIR / "results.pickle"
+    saved = WORKDIR / (f"results-{mode}.pickle" if mode else "results.pickle")
     if args.report_only:
         state = pickle.loads(saved.read_bytes())  # noqa: S301 (our own file, written by the previous run)
         bench = Bench(Lab(WORKDIR), reps, reps_slow, True)
         bench.series, bench.notes, bench.loads, bench.phase_seconds = (
             state["series"], state["notes"], state["loads"], state["phase_seconds"])
         bench.meta = state.get("meta", {})
-        write_report(bench, out, state["started"], state["wall"], state["quick"])
+        label = state.get("label", "--quick (1 repetition: not valid numbers)" if state.get("quick") else "")
+        write_report(bench, out, state["started"], state["wall"], label)
         log(f"report written to {out}")
         return 0
     # A `kill` must still stop our sshd and write what was measured (finally below).
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     become_subreaper()
     WORKDIR.mkdir(parents=True, exist_ok=True)
-    lab = Lab(WORKDIR)
+    lab = Lab(WORKDIR, big_sizes)
     bench = Bench(lab, reps, reps_slow, "x" in args.only)
     try:
         bench.meta["machine"] = json.dumps(machine())
-        log(f"setting up hosts in {WORKDIR}")
+        bench.meta["hosts"] = str(lab.size)
+        bench.meta["big_sizes"] = " ".join(map(str, big_sizes))
+        log(f"setting up {lab.size} hosts in {WORKDIR}")
         lab.start()
         bench.phase("warm-up (not timed)", bench.warm_up)
         if "b" in args.only:
@@ -88,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.phase("(c) 100 MB output", bench.big_output)
         if "d" in args.only:
             bench.phase("(d) fleet", bench.fleet)
+        if big_sizes:
+            bench.phase("warm-up, big fleets (not timed)", bench.warm_up_big)
+            bench.phase("(f) big fleets", bench.big_fleets)
         if "e" in args.only:
             bench.phase("(e) memory", bench.memory)
         if "x" in args.only:
@@ -101,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         saved.write_bytes(pickle.dumps({"series": bench.series, "notes": bench.notes, "loads": bench.loads,
                                         "meta": bench.meta,
                                         "phase_seconds": bench.phase_seconds, "started": started, "wall": wall,
-                                        "quick": args.quick}))
-        write_report(bench, out, started, wall, args.quick)
-        (WORKDIR / "results.json").write_text(json.dumps(
+                                        "quick": bool(mode), "label": label}))
+        write_report(bench, out, started, wall, label)
+        (WORKDIR / (f"results-{mode}.json" if mode else "results.json")).write_text(json.dumps(
             {k: [{"seconds": r.seconds, "ok": r.ok, "detail": r.detail, "peak_rss": r.peak_rss,
                   "peak_pss": r.peak_pss} for r in s.results] for k, s in bench.series.items()}, indent=1))
         log(f"report written to {out} ({(time.monotonic() - t0) / 60:.1f} min)")

@@ -93,6 +93,11 @@ class Bench:
             must(ours_api("run", single, self.job("ours-single", task)), f"run {task}")
             must(baseline("run", lab.baseline_hosts[1], lab.cubes["base-single"], task), f"baseline run {task}")
         self.drop_blobs()
+        # The near-zero task has cubes of its own, so that its runs do not change (a)'s workspaces.
+        must(ours_api("configure", single, lab.job(lab.cubes["ours-zero"])), "configure ours-zero")
+        must(baseline("configure", lab.baseline_hosts[1], lab.cubes["base-zero"]), "baseline configure zero")
+        must(ours_api("run", single, self.job("ours-zero", "line")), "run line")
+        must(baseline("run", lab.baseline_hosts[1], lab.cubes["base-zero"], "line"), "baseline run line")
         for n in FLEET_SIZES:
             ours_api("run", lab.settings_of(lab.fleet_settings_files[n]), self.job(f"ours-fleet-{n}", "sleep"))
             baseline("run", lab.baseline_hosts[n], lab.cubes[f"base-fleet-{n}"], "sleep")
@@ -123,6 +128,8 @@ class Bench:
             self.record("a.ours", ours_cli("run", lab.cubes["ours-single"], lab.single_settings_file, "sleep"))
             self.record("a.base", baseline("run", lab.baseline_hosts[1], lab.cubes["base-single"], "sleep"))
             self.record("a.ours-api", ours_api("run", single, self.job("ours-single", "sleep")))
+            self.record("z.ours", ours_cli("run", lab.cubes["ours-zero"], lab.single_settings_file, "line"))
+            self.record("z.base", baseline("run", lab.baseline_hosts[1], lab.cubes["base-zero"], "line"))
 
     # -- (b) no-op configure --------------------------------------------------------------------------------
 
@@ -193,6 +200,43 @@ class Bench:
             if missing:
                 self.notes.append(f"(d): after the {n}-host runs no slept.txt came back for {missing}")
 
+    # -- (f) fleets at scale ----------------------------------------------------------------------------------
+
+    def warm_up_big(self) -> None:
+        """The shared interpreter (made by host 1's user through our `configure`), then every big fleet's cube
+        configured by ours and run once by both sides. The baseline needs no `configure` of its own here: its
+        `mlcube run` finds the image that ours built."""
+        lab = self.lab
+        must(ours_api("configure", lab.settings_of(lab.python_settings_file), lab.job(lab.cubes["ours-python"])),
+             "configure the shared interpreter")
+        lab.share_python()
+        for n in lab.big_sizes:
+            settings = lab.settings_of(lab.big_settings_files[n])
+            result = must(ours_api("configure", settings, lab.job(lab.cubes[f"ours-big-{n}"])), f"configure big-{n}")
+            log(f"  warm-up configure, {n} hosts (inventory): {result.seconds:.1f} s")
+            must(ours_api("run", settings, self.job(f"ours-big-{n}", "line")), f"run big-{n}")
+            must(baseline("run", lab.baseline_hosts[n], lab.cubes[f"base-big-{n}"], "line",
+                          python=str(lab.shared_python)), f"baseline run big-{n}")
+
+    def big_fleets(self) -> None:
+        """Warm runs of the near-zero task on 32 and 64 hosts (one user each, the shared interpreter), both sides
+        sampled for memory: the fixed cost per host, without a one-second task in the way."""
+        lab = self.lab
+        for _ in range(self.reps_slow):
+            for n in lab.big_sizes:
+                warm = lab.masters_alive(lab.settings_of(lab.big_settings_files[n]), lab.hosts[:n])
+                result = ours_cli("run", lab.cubes[f"ours-big-{n}"], lab.big_settings_files[n], "line", sample=True)
+                result.note = f"{warm}/{n} masters warm"
+                self.record(f"f.ours.{n}", result)
+                self.record(f"f.base.{n}", baseline("run", lab.baseline_hosts[n], lab.cubes[f"base-big-{n}"], "line",
+                                                    sample=True, python=str(lab.shared_python)))
+        for n in lab.big_sizes:
+            for side in ("ours", "base"):
+                results = lab.cubes[f"{side}-big-{n}"] / "workspace" / "hosts"
+                missing = [lab.name(h) for h in lab.hosts[:n] if not (results / lab.name(h)).is_dir()]
+                if missing:
+                    self.notes.append(f"(f): after the {n}-host runs no workspace came back for {side}: {missing}")
+
     # -- (e) controller memory ------------------------------------------------------------------------------
 
     def memory(self) -> None:
@@ -227,7 +271,7 @@ class Bench:
         (empty_dir / "empty.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks: []\n")
         (empty_dir / "inventory.yml").write_text("all: {}\n")
         env = dict(os.environ, **execute.environment(True))
-        for _ in range(3):
+        for _ in range(min(3, self.reps)):
             self.record("x.python-pass", run_process([sys.executable, "-c", "pass"]))
             self.record("x.mlcube-help", run_process([str(MLCUBE), "--help"],
                                                      env=cli_env(self.lab.single_settings_file)))

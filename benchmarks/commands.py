@@ -42,7 +42,7 @@ def run_process(argv: Sequence[str], env: dict[str, str] | None = None, sample: 
     text = output.decode(errors="replace")
     result = Result(seconds, proc.returncode == 0,
                     "" if proc.returncode == 0 else f"exit {proc.returncode}: " + " | ".join(text.splitlines()[-6:]),
-                    cpu=meter.children, machine_cpu=meter.machine)
+                    cpu=meter.children, machine_cpu=meter.machine, lines=len(text.splitlines()))
     if sampler:
         result.peak_rss, result.peak_pss, result.peak_detail = sampler.peak_rss, sampler.peak_pss, sampler.peak_detail
     return result
@@ -95,8 +95,9 @@ def ours_api(command: str, settings: Settings, job: Job) -> Result:
                   machine_cpu=meter.machine)
 
 
-def baseline(command: str, hosts_file: Path, cube: Path, task: str | None = None, sample: bool = False) -> Result:
-    env = dict(os.environ, BASELINE_PYTHON=BASELINE_PYTHON, BASELINE_REQUIREMENTS=REQUIREMENTS)
+def baseline(command: str, hosts_file: Path, cube: Path, task: str | None = None, sample: bool = False,
+             python: str = BASELINE_PYTHON) -> Result:
+    env = dict(os.environ, BASELINE_PYTHON=python, BASELINE_REQUIREMENTS=REQUIREMENTS)
     argv = ["bash", str(BASELINE), command, str(hosts_file), str(cube)] + ([task] if task else [])
     return run_process(argv, env=env, sample=sample)
 

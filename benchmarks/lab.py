@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -10,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from benchmarks.config import ADDRESSES, CUBE_SOURCE, FLEET_SIZES, USERS
+from benchmarks.config import CUBE_SOURCE, FLEET_SIZES, REQUIREMENTS, addresses, users
 from benchmarks.sampler import reap_adopted
 from mlcube_ssh_ansible.render import Job, ssh_args
 from mlcube_ssh_ansible.settings import Settings, parse_settings
@@ -35,10 +37,16 @@ def prepare_cube(dest: Path) -> Path:
 class Lab:
     """Hosts, users, cubes, settings files, inventories and baseline host lists, all under WORKDIR."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, big_sizes: Sequence[int] = ()) -> None:
         self.workdir = workdir
+        self.big_sizes = tuple(big_sizes)
+        self.size = max((*FLEET_SIZES, *self.big_sizes))
         self.sshd: Sshd | None = None
         self.hosts: list[SshHost] = []
+        # The big fleets' interpreter: one virtualenv, made by host 1's user through our own `configure`
+        # (warm-up), that every host's user runs as `interpreter.type: system` (issue 12's "ready interpreter").
+        self.shared_venvs = workdir / "shared-python"
+        self.shared_python = self.shared_venvs / "mlcube" / "bin" / "python"
 
     def start(self) -> None:
         ensure_dockerd()
@@ -47,16 +55,19 @@ class Lab:
         sshd_dir = self.workdir / "sshd"
         if sshd_dir.exists():
             shutil.rmtree(sshd_dir)
-        self.sshd = Sshd.start(ADDRESSES, sshd_dir)
+        hosts = addresses(self.size)
+        self.sshd = Sshd.start(hosts, sshd_dir)
         keys = self.workdir / "keys"
-        self.hosts = [self.sshd.host(address, make_user(user, keys)) for address, user in zip(ADDRESSES, USERS)]
+        self.hosts = [self.sshd.host(address, make_user(user, keys)) for address, user in zip(hosts, users(self.size))]
         self.known_hosts = self.workdir / "known_hosts"
         self.known_hosts.write_text("".join(h.known_hosts.read_text() for h in self.hosts))
         self.known_hosts.chmod(0o644)
         # Local cubes: one per (who, what), so that ours and the baseline never share a local or remote folder.
         self.cubes = {name: prepare_cube(self.workdir / "cubes" / name)
-                      for name in ("ours-single", "base-single",
-                                   *(f"{who}-fleet-{n}" for who in ("ours", "base") for n in FLEET_SIZES))}
+                      for name in ("ours-single", "base-single", "ours-zero", "base-zero",
+                                   *(f"{who}-fleet-{n}" for who in ("ours", "base") for n in FLEET_SIZES),
+                                   *(("ours-python",) if self.big_sizes else ()),
+                                   *(f"{who}-big-{n}" for who in ("ours", "base") for n in self.big_sizes))}
         self.single_settings_file = self.write_settings("single", mlcube_settings(self.hosts[0]))
         self.fleet_settings_files: dict[int, Path] = {}
         self.baseline_hosts: dict[int, Path] = {}
@@ -64,6 +75,26 @@ class Lab:
             inventory = self.write_inventory(f"fleet-{n}", self.hosts[:n])
             self.fleet_settings_files[n] = self.write_settings(f"fleet-{n}", self.fleet_settings(inventory))
             self.baseline_hosts[n] = self._write_baseline_hosts(f"hosts-{n}", self.hosts[:n])
+        self.big_settings_files: dict[int, Path] = {}
+        if self.big_sizes:
+            self.shared_venvs.mkdir(exist_ok=True)
+            owner = pwd.getpwnam(self.hosts[0].user.name)
+            os.chown(self.shared_venvs, owner.pw_uid, owner.pw_gid)
+            self.shared_venvs.chmod(0o755)
+            self.python_settings_file = self.write_settings("shared-python", deep_merge(
+                mlcube_settings(self.hosts[0]), {"platforms": {"ssh-ansible": {"interpreter": {
+                    "location": str(self.shared_venvs), "name": "mlcube"}}}}))
+        for n in self.big_sizes:
+            inventory = self.write_inventory(f"big-{n}", self.hosts[:n])
+            self.big_settings_files[n] = self.write_settings(f"big-{n}", deep_merge(
+                self.fleet_settings(inventory), {"platforms": {"ssh-ansible": {"interpreter": {
+                    "type": "system", "python": str(self.shared_python), "requirements": REQUIREMENTS,
+                    "location": DROP, "name": DROP}}}}))
+            self.baseline_hosts[n] = self._write_baseline_hosts(f"hosts-{n}", self.hosts[:n])
+
+    def share_python(self) -> None:
+        """Let every host's user read and run the shared interpreter (made by host 1's user)."""
+        subprocess.run(["chmod", "-R", "a+rX", str(self.shared_venvs)], check=True)
 
     def stop(self) -> None:
         if self.sshd is not None:

@@ -161,11 +161,27 @@ class Numbers:
         values = [getattr(r, attr) for r in self.results(key) if r.ok]
         return statistics.median(values) if values else None
 
+    def peak_pss_mb(self, key: str) -> float | None:
+        results = self.peaks(key)
+        return statistics.median(r.peak_pss / MB for r in results) if results else None
+
+    def lines(self, key: str) -> str:
+        """How many lines the successful runs printed ("n/a" when none ran)."""
+        counts = sorted({r.lines for r in self.results(key) if r.ok})
+        if not counts:
+            return "n/a"
+        return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+
+    def per_host(self, key: str, hosts: int) -> float | None:
+        """Median controller CPU seconds (as in the CPU table) divided by the command's hosts."""
+        cpu = self.cpu_med(key, "cpu")
+        return None if cpu is None else cpu / hosts
+
     def profile(self, key: str) -> dict[str, Any]:
         return summarize_profiles([r.profile for r in self.results(key) if r.ok and r.profile])
 
 
-def context(bench: Bench, started: datetime.datetime, wall: float, quick: bool) -> dict[str, Any]:
+def context(bench: Bench, started: datetime.datetime, wall: float, label: str) -> dict[str, Any]:
     """Everything the template shows, worked out from the bench's series."""
     S = bench.series
     n = Numbers(S)
@@ -187,9 +203,37 @@ def context(bench: Bench, started: datetime.datetime, wall: float, quick: bool) 
         ours, base = n.peak_mb(f"e.ours.{size}"), n.peak_mb(f"e.base.{size}")
         target, met = (TARGETS["e8"][0], verdict("e8", ours)) if size == 8 else ("", "")
         memory_rows.append({"n": size, "ours": ours, "base": base, "target": target, "met": met})
+    big_sizes = [int(size) for size in bench.meta.get("big_sizes", "").split()]
+    big_rows = []
+    pss_rows = []
+    for size in (1, 8):  # (e)'s target is on RSS (issue 6); PSS is shown beside it
+        if n.peaks(f"e.ours.{size}") and big_sizes:
+            pss_rows.append({"case": "e", "n": size, "ours": n.peak_pss_mb(f"e.ours.{size}"),
+                             "base": n.peak_pss_mb(f"e.base.{size}"), "target": "", "met": ""})
+    for size in big_sizes:
+        ours, base = med(f"f.ours.{size}"), med(f"f.base.{size}")
+        key = f"f{size}"
+        target, met = (TARGETS[key][0], verdict(key, ratio(ours, base))) if key in TARGETS else ("", "")
+        big_rows.append({"n": size, "ours": ours, "base": base, "target": target, "met": met})
+        pss = n.peak_pss_mb(f"f.ours.{size}")
+        key = f"pss{size}"
+        target, met = (TARGETS[key][0], verdict(key, pss)) if key in TARGETS else ("", "")
+        pss_rows.append({"case": "f", "n": size, "ours": pss, "base": n.peak_pss_mb(f"f.base.{size}"),
+                         "target": target, "met": met})
+    per_host_rows = [
+        {"label": label_, "ours": n.per_host(ours_key, size), "base": n.per_host(base_key, size)}
+        for label_, ours_key, base_key, size in (
+            ("(z) warm run, near-zero task, 1 host", "z.ours", "z.base", 1),
+            ("(a) warm run, 1 host", "a.ours", "a.base", 1),
+            *((f"(d) run, {size} hosts", f"d.ours.{size}", f"d.base.{size}", size) for size in FLEET_SIZES),
+            *((f"(f) run, near-zero task, {size} hosts", f"f.ours.{size}", f"f.base.{size}", size)
+              for size in big_sizes))
+        if ours_key in S or base_key in S]
+    if not big_sizes and "z.ours" not in S:
+        per_host_rows = []  # a report of an older run, which measured none of this (its layout unchanged)
     memory_runs = []
     for key in ("e.ours.1", "e.base.1", "e.ours.8", "e.base.8", "e.ours.8.upload", "e.ours.8.free",
-                "e.ours.8.forks8"):
+                "e.ours.8.forks8", *(f"f.{side}.{size}" for size in big_sizes for side in ("ours", "base"))):
         results = n.peaks(key)
         if results:
             memory_runs.append({
@@ -218,7 +262,10 @@ def context(bench: Bench, started: datetime.datetime, wall: float, quick: bool) 
         ("c.ours.blob", "(c) `run` of the 100 MiB task, 1 host", n.profile("c.ours.blob")),
         ("d.ours-api.8", "(d) `run` on 8 hosts", s8)) if summary]
     return {
-        "quick": quick, "started": started, "wall": wall, "TARGETS": TARGETS,
+        "label": label, "started": started,
+        "last_address": f"127.0.0.{int(bench.meta.get('hosts', 8)) + 1}",
+        "z_o": med("z.ours"), "z_b": med("z.base"), "lines": n.lines,
+        "big_rows": big_rows, "pss_rows": pss_rows, "per_host_rows": per_host_rows, "wall": wall, "TARGETS": TARGETS,
         "fmt": fmt, "ratio": ratio, "verdict": verdict, "diff": _diff,
         "med": med, "peak_mb": n.peak_mb, "cpu_med": n.cpu_med,
         "contact": "b.ours-contact" in S, "b_c": med("b.ours-contact"),
@@ -228,7 +275,10 @@ def context(bench: Bench, started: datetime.datetime, wall: float, quick: bool) 
         "fleet_rows": fleet_rows, "memory_rows": memory_rows, "memory_runs": memory_runs,
         "cpu_rows": [("(a) warm run, 1 host", "a.ours", "a.base"), ("(b) no-op configure", "b.ours", "b.base"),
                      ("(b) no-op configure, hosts contacted", "b.ours-contact", "b.base"),
-                     *((f"(d) run, {size} hosts", f"d.ours.{size}", f"d.base.{size}") for size in FLEET_SIZES)],
+                     *((f"(d) run, {size} hosts", f"d.ours.{size}", f"d.base.{size}") for size in FLEET_SIZES),
+                     *((("(z) warm run, near-zero task, 1 host", "z.ours", "z.base"),) if "z.ours" in S else ()),
+                     *((f"(f) run, near-zero task, {size} hosts", f"f.ours.{size}", f"f.base.{size}")
+                       for size in big_sizes)],
         "sa": sa, "s8": s8, "profiles": profiles, "step_names": STEP_NAMES,
         "sa_modules": sum(r.get("modules") or 0 for r in sa["roles"]) if sa else 0,
         "sa_rsyncs": sum(r.get("rsyncs") or 0 for r in sa["roles"]) if sa else 0,
@@ -243,15 +293,16 @@ def context(bench: Bench, started: datetime.datetime, wall: float, quick: bool) 
     }
 
 
-def render_report(bench: Bench, started: datetime.datetime, wall: float, quick: bool) -> str:
+def render_report(bench: Bench, started: datetime.datetime, wall: float, label: str) -> str:
     environment = jinja2.Environment(  # noqa: S701 (Markdown, not HTML: nothing to escape)
         loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True, lstrip_blocks=True,
         undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     environment.filters["num"] = num
-    text = environment.get_template("benchmarks.md.j2").render(context(bench, started, wall, quick))
+    text = environment.get_template("benchmarks.md.j2").render(context(bench, started, wall, label))
     return text.rstrip("\n") + "\n"  # one final newline, whichever optional section came last
 
 
-def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: float, quick: bool) -> None:
+def write_report(bench: Bench, out: Path, started: datetime.datetime, wall: float, label: str = "") -> None:
+    """Write the report; `label` (e.g. "--quick (...)") marks a run whose numbers are not valid."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(bench, started, wall, quick))
+    out.write_text(render_report(bench, started, wall, label))

@@ -20,6 +20,7 @@ class Result:
     note: str = ""
     cpu: float = 0.0  # CPU seconds of the command's process tree (user + system, reaped children included)
     machine_cpu: float = 0.0  # busy CPU seconds of the whole machine meanwhile (remote side and other jobs too)
+    lines: int = 0  # lines the command printed (stdout and stderr)
 
 
 @dataclass

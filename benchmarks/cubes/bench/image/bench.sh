@@ -32,6 +32,9 @@ write_random() {
 }
 
 case "$task" in
+    line)
+        printf 'one line\n'
+        ;;
     sleep)
         [ -n "$slept" ] || die "sleep needs --slept"
         seconds=1
@@ -51,6 +54,6 @@ case "$task" in
         write_random "$out_dir" 104857600
         ;;
     *)
-        die "unknown task: '$task' (expected sleep, tiny or blob)"
+        die "unknown task: '$task' (expected line, sleep, tiny or blob)"
         ;;
 esac
