@@ -3,12 +3,13 @@
 
 One command, run as root from the repository root:
 
-    .venv/bin/python benchmarks/bench.py            # full run (~10-15 min on 2 cores), writes docs/benchmarks.md
+    .venv/bin/python benchmarks/bench.py            # full run, writes docs/benchmarks.md (see README.md)
     .venv/bin/python benchmarks/bench.py --quick    # 1 repetition of everything, for development only
+    .venv/bin/python benchmarks/bench.py --smoke    # every case once, small big fleets: does it all still run?
 
-It sets up its own "remote" hosts with tests/hosts.py (one sshd on 127.0.0.2-127.0.0.9, users mlcube-b1..b8,
-Docker), warms them up (remote virtualenvs, cube configured; excluded from every timing), then measures
-mlcube-ssh-ansible ("ours") and benchmarks/baseline.sh side by side, interleaved (A, B, A, B, ...), and writes
+It sets up its own "remote" hosts with tests/hosts.py (one sshd on 127.0.0.2 and up, one user per host,
+mlcube-b1..b64, Docker), warms them up (remote virtualenvs, cube configured; excluded from every timing), then
+measures mlcube-ssh-ansible ("ours") and benchmarks/baseline.sh side by side, interleaved (A, B, A, B, ...), and writes
 the medians, ratios, targets, the machine and a per-step profile of ours to docs/benchmarks.md.
 
 The parts: config.py (paths, hosts, targets), sampler.py (/proc memory and CPU of a process tree), lab.py (sshd,
