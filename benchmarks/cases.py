@@ -210,7 +210,6 @@ class Bench:
         lab = self.lab
         must(ours_api("configure", lab.settings_of(lab.python_settings_file), lab.job(lab.cubes["ours-python"])),
              "configure the shared interpreter")
-        lab.share_python()
         for h in lab.hosts[:max(lab.big_sizes)]:
             remote(h, "mkdir", "-p", "mlcube-baseline", check=True)
         for n in lab.big_sizes:

@@ -80,10 +80,12 @@ class Lab:
             self.shared_venvs.mkdir(exist_ok=True)
             owner = pwd.getpwnam(self.hosts[0].user.name)
             os.chown(self.shared_venvs, owner.pw_uid, owner.pw_gid)
-            self.shared_venvs.chmod(0o755)
+            # remote_group: the venv's parent is made 2750 and of group docker, which every lab user is in;
+            # a remote_root of its own keeps host 1's ~/mlcube (0700 without a group) as the other cases use it.
             self.python_settings_file = self.write_settings("shared-python", deep_merge(
-                mlcube_settings(self.hosts[0]), {"platforms": {"ssh-ansible": {"interpreter": {
-                    "location": str(self.shared_venvs), "name": "mlcube"}}}}))
+                mlcube_settings(self.hosts[0]), {"platforms": {"ssh-ansible": {
+                    "remote_group": "docker", "remote_root": "~/mlcube-shared-python",
+                    "interpreter": {"location": str(self.shared_venvs), "name": "mlcube"}}}}))
         for n in self.big_sizes:
             inventory = self.write_inventory(f"big-{n}", self.hosts[:n])
             self.big_settings_files[n] = self.write_settings(f"big-{n}", deep_merge(
@@ -91,10 +93,6 @@ class Lab:
                     "type": "system", "python": str(self.shared_python), "requirements": REQUIREMENTS,
                     "location": DROP, "name": DROP}}}}))
             self.baseline_hosts[n] = self._write_baseline_hosts(f"hosts-{n}", self.hosts[:n])
-
-    def share_python(self) -> None:
-        """Let every host's user read and run the shared interpreter (made by host 1's user)."""
-        subprocess.run(["chmod", "-R", "a+rX", str(self.shared_venvs)], check=True)
 
     def stop(self) -> None:
         if self.sshd is not None:
