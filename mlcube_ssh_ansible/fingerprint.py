@@ -31,7 +31,8 @@ from .records import write_atomically
 from .render import EXCLUDED_DIRS, Job, remote_name
 from .settings import Settings
 
-LOCAL_ONLY = ("skip_unchanged", "keep_artifacts", "retries", "forks", "serial", "max_fail_percentage")
+LOCAL_ONLY = ("skip_unchanged", "keep_artifacts", "retries", "forks", "serial", "max_fail_percentage",
+              "reconnect_timeout")
 
 
 def _state_dir(kind: str = "configured") -> Path:

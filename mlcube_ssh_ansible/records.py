@@ -45,6 +45,13 @@ def _seconds(started: str | None, ended: str | None) -> float | None:
     return round(delta.total_seconds(), 3)
 
 
+def _iso(seconds: Any) -> str | None:
+    """A Unix time as ISO 8601 UTC, as the other times in the record."""
+    if not isinstance(seconds, (int, float)):
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Written aside and renamed: a reader (another command, rsync --exclude-from) never sees half a file,
     and two writers at once never share a temporary file."""
@@ -113,6 +120,14 @@ def host_results(reporter: Reporter, job: Job) -> dict[str, dict[str, Any]]:
             "results": str(dest),
             "outputs": outputs,
         }
+        if report.lost is not None:  # given up on while its task may still run there: how to pick it up
+            results[host]["connection_lost"] = {"since": _iso(report.lost.get("since")),
+                                                "reason": report.lost.get("reason"),
+                                                "reconnect_timeout_s": report.lost.get("timeout"),
+                                                "last_output": list(report.last_output),
+                                                "pick_up": report.pick_up}
+        if report.died:
+            results[host]["died"] = {"rebooted": report.rebooted, "last_output": list(report.last_output)}
     return results
 
 

@@ -45,6 +45,7 @@ CONTROL_PERSIST = "60s"
 DEFAULT_EXCLUDES = (
     ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".mypy_cache/", ".pytest_cache/",
     ".ruff_cache/", ".tox/", ".venv/", ".ipynb_checkpoints/", ".DS_Store", ".mlcube-ssh-ansible/",
+    ".mlcube-ssh-partial/",  # rsync's --partial-dir of the upload and fetch roles: cut-off files wait there
 )
 # The folder names among them: walks of the cube (file counts, fingerprints) do not enter these.
 EXCLUDED_DIRS = frozenset(pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/"))
@@ -163,6 +164,7 @@ def render_inventory(settings: Settings) -> dict[str, Any]:
         "mlcube_ssh_compress": settings.compress,
         "mlcube_ssh_verify_host": settings.host_key_checking != "off",
         "mlcube_ssh_excludes": list(DEFAULT_EXCLUDES + settings.excludes),
+        "mlcube_ssh_reconnect_timeout": settings.reconnect_timeout,
     }
     if settings.user:
         group_vars["ansible_user"] = settings.user

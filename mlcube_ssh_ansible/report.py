@@ -7,6 +7,7 @@ into a short report and keeps what the workflow needs to decide the exit code.
 
 from __future__ import annotations
 
+import collections
 import re
 import sys
 import time
@@ -77,6 +78,12 @@ class HostReport:
     fetch_dest: str | None = None
     fetched: list[str] = field(default_factory=list)
     status: dict[str, Any] | None = None
+    run_dir: str | None = None  # the run folder on the host, once followed
+    lost: dict[str, Any] | None = None  # the connection was lost while following and did not come back in time
+    died: bool = False  # the run is gone without an exit code
+    rebooted: bool = False  # ... because the host booted since it started
+    pick_up: str | None = None  # the command that picks the run up on this host, when it was given up on
+    last_output: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
     stderr: StderrFilter = field(default_factory=StderrFilter)
     steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
 
@@ -186,6 +193,7 @@ class Reporter:
                 self._fail(host, "remote run", _reason(data.get("res") or {}))
             return True
         if host and kind == "runner_retry" and data.get("task") == FOLLOW_TASK:
+            self._follow_state(host, data.get("res") or {})
             self._show_output(host, data.get("res") or {})
         elif host and kind == "runner_on_start":
             self._open_step(host, data)
@@ -217,11 +225,17 @@ class Reporter:
         report.step_changed = report.step_changed or bool(res.get("changed"))
         moved = moved_files(res)
         report.step_files += len(moved)
+        if res.get("mlcube_ssh_reconnects"):
+            self.write(f"{host}: {step} resumed after {int(res['mlcube_ssh_reconnects'])} lost connection(s)")
         if task == FOLLOW_TASK:
+            self._follow_state(host, res)
             self._show_output(host, res)
             report.run_started, report.run_ended = res.get("started"), res.get("ended")
             if "rc" in res:
                 report.run_rc = int(res["rc"])
+            report.died, report.rebooted = bool(res.get("died")) and "rc" not in res, bool(res.get("rebooted"))
+            if isinstance(res.get("gave_up"), dict):
+                report.lost = res["gave_up"]
         elif task == STATUS_TASK:
             self._show_output(host, res)
             report.status = {key: res.get(key) for key in ("running", "rc", "started", "ended", "msg")}
@@ -234,11 +248,24 @@ class Reporter:
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             self._fail(host, step, _reason(res))
 
+    def _follow_state(self, host: str, res: dict[str, Any]) -> None:
+        """Say when the connection to a followed run is lost and when it is back (the output resumes)."""
+        report = self.hosts.setdefault(host, HostReport())
+        report.run_dir = res.get("run_dir") or report.run_dir
+        lost = res.get("lost")
+        if isinstance(lost, dict) and int(lost.get("tries") or 0) == 1:
+            self.write(f"{host}: connection lost ({lost.get('reason')}); its task runs on, reconnecting for up to "
+                       f"{float(lost.get('timeout') or 0):g} s")
+        back = res.get("reconnected")
+        if isinstance(back, dict):
+            self.write(f"{host}: reconnected after {back.get('seconds')} s; the output goes on where it stopped")
+
     def _show_output(self, host: str, res: dict[str, Any]) -> None:
         report = self.hosts.setdefault(host, HostReport())
         lines = list(res.get("stdout_lines") or []) + report.stderr.feed(list(res.get("stderr_lines") or []))
         if lines:
             self.output(host, lines)
+        report.last_output.extend(line for line in lines if line.strip())
 
     # Presentation: what a user sees of an event. FleetReporter (fleet.py) shows the same events compactly.
     def output(self, host: str, lines: list[str]) -> None:

@@ -36,6 +36,7 @@ TOP_KEYS = (
     "inventory", "hosts", "forks", "host_key_checking", "known_hosts", "connect_timeout",
     "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage", "retries", "skip_unchanged",
     "remote_group",
+    "reconnect_timeout",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
 AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
@@ -46,6 +47,11 @@ DEFAULT_REMOTE_ROOT = "~/mlcube"
 DEFAULT_VENV_LOCATION = "~/.mlcube-ssh-ansible"
 DEFAULT_VENV_NAME = "venv"
 DEFAULT_CONNECT_TIMEOUT = 10
+# How long a host whose connection was lost after its task started (while following it, or in a transfer)
+# is tried again, with backoff, before the command gives up on it: VPN reconnects, Wi-Fi changes and sshd
+# restarts last seconds to minutes. Its task keeps running there either way; `attach`/`fetch` pick it up.
+DEFAULT_RECONNECT_TIMEOUT = 600
+MAX_RECONNECT_TIMEOUT = 86400
 # `forks: auto` (the default): commands whose remote steps hold a fork for minutes (configure: pip, docker
 # build) use CONFIGURE_FORKS; the others (run, attach, status, cancel, doctor) start the remote work
 # detached, so a fork only carries controller-side work, which is CPU-bound: one fork per controller CPU
@@ -94,6 +100,7 @@ class Settings:
     skip_unchanged: bool = True
     # Remote folders are owner-only (0700); with a group, 2750 and that group (see docs/security.md).
     remote_group: str | None = None
+    reconnect_timeout: int = DEFAULT_RECONNECT_TIMEOUT
 
 
 def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -403,6 +410,8 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         retries=_default(_integer(section.get("retries"), "retries", 0, 10), 2),
         skip_unchanged=_boolean(section.get("skip_unchanged"), "skip_unchanged", True),
         remote_group=_remote_group(section.get("remote_group")),
+        reconnect_timeout=_default(_integer(section.get("reconnect_timeout"), "reconnect_timeout", 0,
+                                            MAX_RECONNECT_TIMEOUT), DEFAULT_RECONNECT_TIMEOUT),
         max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
                                      100),
     )

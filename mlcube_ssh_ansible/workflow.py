@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import getpass
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -129,6 +130,37 @@ def interruptible() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def pick_up_command(settings: Settings, job: Job, host: str, command: str = "attach") -> str:
+    """The exact command that picks a run up on one host: `attach` follows it to its end and fetches."""
+    argv = ["mlcube-ssh-ansible", command, f"--mlcube={os.path.abspath(job.cube_root)}"]
+    if os.path.abspath(job.workspace) != os.path.join(os.path.abspath(job.cube_root), "workspace"):
+        argv.append(f"--workspace={os.path.abspath(job.workspace)}")
+    argv += ["--run", job.run_id]
+    if settings.inventory:
+        argv += ["-P", f"runner.hosts={host}"]
+    return shlex.join(argv)
+
+
+def _explain_lost_hosts(settings: Settings, job: Job, reporter: Reporter) -> None:
+    """Per host whose connection did not come back, or whose run died: what is known, and how to go on.
+
+    The reason is what the command's error and the run record say for that host."""
+    for host, report in sorted(reporter.hosts.items()):
+        last = " | ".join(report.last_output) or "(none)"
+        if report.lost is not None and report.reason and "mlcube-ssh-ansible attach" not in report.reason:
+            known = report.lost.get("known") or {}
+            exit_code = (f"exit code {known['rc']} recorded" if known.get("rc") is not None
+                         else "no exit code recorded yet, so its task may still be running there")
+            report.pick_up = pick_up_command(settings, job, host)
+            report.reason = (f"{report.reason}; {exit_code}; last output: {last}; nothing is lost: "
+                             f"`{report.pick_up}` follows it to its end and fetches, "
+                             f"`{pick_up_command(settings, job, host, 'fetch')}` fetches what exists now")
+            reporter.write(f"{host}: gave up reconnecting after {float(report.lost.get('timeout') or 0):g} s "
+                           f"(reconnect_timeout); to pick the run up: {report.pick_up}")
+        elif report.died and report.reason and "last output:" not in report.reason:
+            report.reason = f"{report.reason}; last output: {last}"
+
+
 # Steps a host can be retried from after a lost connection: nothing on it was started yet.
 BEFORE_LAUNCH = ("check", "python env", "upload", "remote configure")
 
@@ -212,6 +244,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     with interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if not cancel.is_set():
+        _explain_lost_hosts(settings, job, reporter)
         records.finish_record(record, reporter, job)
         _remember_synced(settings, job, reporter, stamp, before)
         try:
@@ -302,6 +335,7 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
         outcome = run_playbook(invocation, reporter, cancel)
     if cancel.is_set():
         raise Interrupted(f"stopped following run {job.run_id}; it keeps running on the hosts")
+    _explain_lost_hosts(settings, job, reporter)
     if fetch:
         records.finish_record(record, reporter, job)
     return _finish("run" if follow else "fetch", outcome, reporter)

@@ -351,6 +351,29 @@ class Sshd:
                 self.process.kill()
                 self.process.wait()
 
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the listener again after stop(), on the same addresses, port and host key (an sshd restart)."""
+        self.stop()
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen([str(SSHD_BINARY), "-D", "-e", "-f", str(self.config_file)],
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        waiting = list(self.addresses)
+        while waiting and self.process.poll() is None and time.monotonic() < deadline:
+            waiting = [a for a in waiting if not _accepts(a, self.port)]
+            if waiting:
+                time.sleep(0.05)
+        if waiting:
+            raise RuntimeError(f"sshd (exit code {self.process.poll()}) did not accept again on {waiting} port "
+                               f"{self.port}; log {self.log_file}:\n{_tail(self.log_file)}")
+
+    def reset_connections(self) -> int:
+        """Reset every established TCP connection to this sshd's port (`ss -K`, as a VPN reconnect or a NAT
+        timeout does), and no other: other sshds on the same addresses are untouched. Returns how many."""
+        listed = _run([_require("ss"), "-K", "-t", "-n", "-H", "state", "established", "dport", "=",
+                       f":{self.port}"])
+        return len([line for line in listed.stdout.splitlines() if line.strip()])
+
     def __enter__(self) -> Sshd:
         return self
 

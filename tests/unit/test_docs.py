@@ -39,3 +39,19 @@ def test_documented_role_variables_exist_with_their_documented_defaults() -> Non
             assert value == default, (name, cell, default)
         checked += 1
     assert checked > 15
+
+
+def test_reconnect_timeout_is_one_default_everywhere() -> None:
+    """settings.py, the roles' defaults and argument specs, and docs/configuration.md give the same default."""
+    from mlcube_ssh_ansible.settings import DEFAULT_RECONNECT_TIMEOUT, parse_settings
+
+    assert parse_settings({"host": "gpu1", "platform": "docker", "interpreter": {"type": "system"}}
+                          ).reconnect_timeout == DEFAULT_RECONNECT_TIMEOUT
+    roles = ("mlcube_ssh_upload", "mlcube_ssh_fetch", "mlcube_ssh_remote_run")
+    for role in roles:
+        defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
+        assert defaults["mlcube_ssh_reconnect_timeout"] == DEFAULT_RECONNECT_TIMEOUT, role
+    assert spec_defaults()["mlcube_ssh_reconnect_timeout"] == [DEFAULT_RECONNECT_TIMEOUT] * 4  # + remote_run follow
+    row = re.search(r"^\| `reconnect_timeout` \| integer \| (\d+) \|", (ROOT / "docs" / "configuration.md").read_text(),
+                    re.MULTILINE)
+    assert row and int(row.group(1)) == DEFAULT_RECONNECT_TIMEOUT

@@ -54,6 +54,7 @@ def test_one_host_golden(tmp_path) -> None:
                 "mlcube_ssh_compress": True,
                 "mlcube_ssh_verify_host": True,
                 "mlcube_ssh_excludes": [*DEFAULT_EXCLUDES, "data/raw/"],
+                "mlcube_ssh_reconnect_timeout": 600,
                 "ansible_user": "alice",
                 "ansible_ssh_private_key_file": str(key),
             },

@@ -111,6 +111,8 @@ def test_forks_auto_follows_the_command_and_the_controller_cpus(cpus: int, monke
         ({"inventory": "/nonexistent/inventory.ini", "host": None}, "inventory", "does not exist"),
         ({"hosts": "gpu"}, "hosts", "needs 'inventory'"),
         ({"connect_timeout": 0}, "connect_timeout", "1 to 300"),
+        ({"reconnect_timeout": "10m"}, "reconnect_timeout", "0 to 86400"),
+        ({"reconnect_timeout": 86401}, "reconnect_timeout", "0 to 86400"),
         ({"forks": 0}, "forks", "'auto' or a whole number from 1 to 500"),
         ({"forks": "many"}, "forks", "'auto' or a whole number"),
         ({"compress": "maybe"}, "compress", "true or false"),

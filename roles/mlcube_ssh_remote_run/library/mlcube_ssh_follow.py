@@ -7,32 +7,40 @@ DOCUMENTATION = r"""
 module: mlcube_ssh_follow
 short_description: Read new output of a command started by mlcube_ssh_launch
 description:
-  - Returns the complete lines the command wrote to C(stdout.log) and C(stderr.log) in O(run_dir) since the
-    previous call with the same O(cursor) (the read position is kept in the run folder, so a task that
-    retries with C(until) streams the output piece by piece), waiting up to O(wait) seconds for some.
-  - Reports C(done) and the exit code C(rc) once the command has ended and all output was returned.
-  - Never changes anything but its own cursor file.
+  - Returns the complete lines the command wrote to C(stdout.log) and C(stderr.log) in O(run_dir) after the
+    byte O(offsets) the caller already has, and the new offsets, waiting up to O(wait) seconds for some.
+  - The read position lives with the caller, not on the host, so a call whose answer was lost with the
+    connection is simply asked again from the same offsets: nothing is skipped and nothing is sent twice.
+    The C(mlcube_ssh_follow) action plugin passes the offsets of the previous answer of the same C(until)
+    loop and asks again after a lost connection.
+  - Reports C(done) and the exit code C(rc) once the command has ended and all output was returned, and
+    C(died) when the command is gone without an exit code (killed with its supervisor, or the host rebooted).
+  - Never changes anything on the host.
 options:
   run_dir: {type: path, required: true, description: The run folder given to mlcube_ssh_launch.}
-  cursor: {type: str, default: default, description: Name of this reader's read position.}
+  offsets: {type: dict, default: {}, description: 'Bytes of each stream already read (C(stdout), C(stderr)).'}
+  cursor: {type: str, default: default, description: Name of this reader; returned as it is.}
   wait: {type: float, default: 5.0, description: Most seconds to wait for new output or the end.}
   batch: {type: float, default: 1.0, description: Once some output arrived, seconds to gather more before returning.}
   max_bytes: {type: int, default: 262144, description: Most bytes returned per stream per call.}
-  rewind: {type: bool, default: false, description: Read from the start and leave the cursor alone.}
+  rewind: {type: bool, default: false, description: Read from the start whatever O(offsets) say.}
 author: mlcube-ssh-ansible
 """
 
 RETURN = r"""
 stdout: {description: New complete lines of standard output., returned: always, type: str}
 stderr: {description: New complete lines of standard error., returned: always, type: str}
+offsets: {description: Bytes of each stream read so far (pass them to the next call)., returned: always, type: dict}
 done: {description: Whether the command ended and everything was read., returned: always, type: bool}
+died: {description: Whether the command is gone without an exit code., returned: always, type: bool}
+rebooted: {description: Whether the host booted after the command started., returned: always, type: bool}
 rc: {description: The command's exit code once it ended., returned: once ended, type: int}
 running: {description: Whether the command's process group is still alive., returned: always, type: bool}
 started: {description: When the command started (ISO 8601)., returned: always, type: str}
 ended: {description: When the command ended (ISO 8601)., returned: once ended, type: str}
 """
 
-import json
+import datetime
 import os
 import time
 
@@ -64,6 +72,24 @@ def _alive(run_dir: str) -> bool:
     return True
 
 
+def _booted_after(started: str) -> bool:
+    """Whether this Linux host booted after `started` (ISO 8601): then the command died with the old boot."""
+    try:
+        with open("/proc/stat") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+        return boot > datetime.datetime.fromisoformat(started).timestamp() + 1
+    except (OSError, ValueError, StopIteration, IndexError):
+        return False
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -73,20 +99,18 @@ def main() -> None:
             batch=dict(type="float", default=1.0),
             max_bytes=dict(type="int", default=262144),
             rewind=dict(type="bool", default=False),
+            offsets=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
     run_dir = module.params["run_dir"]
     if not os.path.isdir(run_dir):
         module.fail_json(msg="no such run on this host: %s" % run_dir)
-    cursor_file = os.path.join(run_dir, ".cursor-" + "".join(c for c in module.params["cursor"] if c.isalnum()))
-    offsets = {}
-    if not module.params["rewind"]:
-        try:
-            with open(cursor_file) as handle:
-                offsets = json.load(handle)
-        except (OSError, ValueError):
-            pass
+    given = {} if module.params["rewind"] else (module.params["offsets"] or {})
+    try:
+        offsets = {stream: max(0, int(given.get(stream) or 0)) for stream in STREAMS}
+    except (TypeError, ValueError):
+        module.fail_json(msg="offsets must map stdout and stderr to byte counts, got %r" % (given,))
     # Return at the end, or `batch` seconds after the first new output (fewer round trips, still live),
     # or after `wait` seconds in any case (a heartbeat that shows the connection is alive).
     started = time.time()
@@ -111,22 +135,27 @@ def main() -> None:
                 (first_output is not None and now - first_output >= module.params["batch"]):
             break
         time.sleep(0.1)
-    if not module.params["rewind"]:
-        with open(cursor_file + ".tmp", "w") as handle:
-            json.dump(offsets, handle)
-        os.replace(cursor_file + ".tmp", cursor_file)
-    result = dict(changed=False, done=complete, running=_alive(run_dir),
-                  stdout=chunks["stdout"].decode("utf-8", "replace"),
+    running = _alive(run_dir)
+    died = False
+    if not ended and not running and os.path.exists(os.path.join(run_dir, "pid")):
+        # Between the command's end and its exit code being written, nothing runs either: look again.
+        for _ in range(20):
+            time.sleep(0.1)
+            ended = os.path.exists(os.path.join(run_dir, "rc"))
+            if ended or _alive(run_dir):
+                break
+        else:
+            died = True
+    result = dict(changed=False, done=complete, died=died, running=running, cursor=module.params["cursor"],
+                  offsets=offsets, stdout=chunks["stdout"].decode("utf-8", "replace"),
                   stderr=chunks["stderr"].decode("utf-8", "replace"))
     for name in ("started", "ended"):
-        try:
-            with open(os.path.join(run_dir, name)) as handle:
-                result[name] = handle.read().strip()
-        except OSError:
-            pass
+        text = _read_text(os.path.join(run_dir, name))
+        if text is not None:
+            result[name] = text
+    result["rebooted"] = bool(result.get("started")) and _booted_after(result["started"])
     if ended:  # the exit code is known as soon as the command ended; `done` waits for all output too
-        with open(os.path.join(run_dir, "rc")) as handle:
-            result["rc"] = int(handle.read().strip() or 1)
+        result["rc"] = int(_read_text(os.path.join(run_dir, "rc")) or 1)
     module.exit_json(**result)
 
 

@@ -12,6 +12,11 @@ Everything else is synchronize's own code: the same options, the same rsync comm
 Whenever the in-process way is not possible (an unusual connection, async, `environment:`, `become` on the
 controller, an ansible-core or ansible.posix this was not written for), it falls back to synchronize's usual
 way, a module process.
+
+One addition: a transfer that lost its connection (rsync's exit codes for a broken stream, a timeout, or
+ssh's 255) is started again after a backoff (1, 2, 4 … 30 s), for up to ``mlcube_ssh_reconnect_timeout``
+seconds since the connection was lost. rsync is idempotent, and with ``--partial-dir`` in the task's options
+a file cut off half-way is resumed from what arrived. The files every attempt moved are reported together.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import inspect
 import io
 import json
+import time
 from typing import Any
 
 from ansible.plugins.action import ActionBase
@@ -39,6 +45,10 @@ except ImportError:  # the task fails with the fix, instead of Ansible's "could 
 display = Display()
 
 MODULE = "ansible.posix.synchronize"
+# rsync: 10 socket I/O, 12 protocol data stream, 30 timeout in data send/receive, 35 timeout waiting for
+# the daemon; 255: ssh could not connect or lost its connection.
+CONNECTION_LOST = frozenset({10, 12, 30, 35, 255})
+MAX_BACKOFF = 30.0
 
 
 def _has_environment(environment: Any) -> bool:
@@ -54,6 +64,43 @@ class ActionModule(SynchronizeAction):
     def _execute_module(self, module_name: str | None = None, module_args: dict[str, Any] | None = None,
                         tmp: Any = None, task_vars: dict[str, Any] | None = None, *args: Any,
                         **kwargs: Any) -> dict[str, Any]:
+        timeout = self._reconnect_timeout(task_vars or {}) if module_name == MODULE else 0.0
+        lost_since: float | None = None
+        tries = 0
+        moved: list[str] = []
+        while True:
+            result = self._execute_once(module_name, module_args, tmp, task_vars, *args, **kwargs)
+            lines = [line for line in result.get("stdout_lines") or [] if isinstance(line, str)]
+            moved += [line for line in lines if line not in moved]
+            if result.get("rc") not in CONNECTION_LOST or timeout <= 0:
+                break
+            now = time.time()
+            if lost_since is None or lines:  # files moved since the last loss: the connection had come back
+                lost_since = now
+            tries += 1
+            left = lost_since + timeout - now
+            if left <= 0:
+                result["msg"] = (f"{result.get('msg') or 'rsync failed'} (connection lost; not back within "
+                                 f"reconnect_timeout, {timeout:g} s)")
+                break
+            display.vv(f"mlcube_ssh_synchronize: connection lost (rsync exit code {result.get('rc')}); "
+                       f"trying again, attempt {tries + 1}")
+            time.sleep(min(left, MAX_BACKOFF, 2.0 ** (tries - 1)))
+        if tries:
+            result["stdout_lines"] = moved
+            result["stdout"] = "".join(line + "\n" for line in moved)
+            result["mlcube_ssh_reconnects"] = tries
+        return result
+
+    def _reconnect_timeout(self, task_vars: dict[str, Any]) -> float:
+        """mlcube_ssh_reconnect_timeout of this host (0, no retries, when unset or not a number)."""
+        try:
+            return float(self._templar.template(task_vars.get("mlcube_ssh_reconnect_timeout", 0)) or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    def _execute_once(self, module_name: str | None, module_args: dict[str, Any] | None, tmp: Any,
+                      task_vars: dict[str, Any] | None, *args: Any, **kwargs: Any) -> dict[str, Any]:
         in_worker = (module_name == MODULE and module_args is not None and tmp is None and not args
                      and not kwargs.get("wrap_async") and not self._task.async_val
                      and not _has_environment(self._task.environment)
