@@ -165,6 +165,7 @@ def render_inventory(settings: Settings) -> dict[str, Any]:
         "mlcube_ssh_verify_host": settings.host_key_checking != "off",
         "mlcube_ssh_excludes": list(DEFAULT_EXCLUDES + settings.excludes),
         "mlcube_ssh_reconnect_timeout": settings.reconnect_timeout,
+        "mlcube_ssh_platform_settings": dict(settings.platform_settings),
     }
     if settings.user:
         group_vars["ansible_user"] = settings.user

@@ -37,11 +37,22 @@ TOP_KEYS = (
     "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage", "retries", "skip_unchanged",
     "remote_group",
     "reconnect_timeout",
+    "platform_settings",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
 AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+
+# The keys of MLCube 0.0.9's docker platform (mlcube_docker's Config.DEFAULT), which validates them the same way
+# on the host; `runner` names the MLCube runner whose defaults the platform starts from.
+DOCKER_PLATFORM_KEYS = (
+    "runner", "image", "docker", "env_args", "gpu_args", "cpu_args", "build_args", "build_context", "build_file",
+    "build_strategy", "--network", "--security-opt", "--gpus", "--memory", "--cpuset-cpus",
+)
+DOCKER_BUILD_STRATEGIES = ("pull", "auto", "always")
+# Runners whose platforms these keys are checked for before any host is touched; others are checked remotely.
+KNOWN_PLATFORM_KEYS = {"docker": DOCKER_PLATFORM_KEYS}
 
 DEFAULT_REMOTE_ROOT = "~/mlcube"
 DEFAULT_VENV_LOCATION = "~/.mlcube-ssh-ansible"
@@ -101,6 +112,9 @@ class Settings:
     # Remote folders are owner-only (0700); with a group, 2750 and that group (see docs/security.md).
     remote_group: str | None = None
     reconnect_timeout: int = DEFAULT_RECONNECT_TIMEOUT
+    # The remote MLCube platform's own settings (e.g. docker: podman), written into a system settings file on
+    # each host; empty leaves the host's ~/mlcube.yaml in charge. Inventory: mlcube_ssh_platform_settings.
+    platform_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -303,6 +317,49 @@ def _interpreter(value: Any) -> Interpreter:
     return Interpreter(kind, python, requirements, location, name)
 
 
+def _scalar(value: Any, key: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return _string(value, key) or ""
+    raise SettingsError(key, f"must be a string, number or boolean, got {type(value).__name__}")
+
+
+def platform_settings(value: Any, platform: str) -> dict[str, Any]:
+    """`platform_settings`: values for the remote MLCube platform, checked where the runner's keys are known."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SettingsError("platform_settings", "must be a mapping of the remote platform's settings, e.g. "
+                            "{docker: podman, gpu_args: '--gpus=all'}")
+    runner = _string(value.get("runner"), "platform_settings.runner") or platform
+    if not _SAFE_NAME.match(runner):
+        raise SettingsError("platform_settings.runner", f"{runner!r} must be an MLCube runner name such as 'docker'")
+    known = KNOWN_PLATFORM_KEYS.get(runner)
+    checked: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"platform_settings.{key}"
+        if not isinstance(key, str) or not key:
+            raise SettingsError("platform_settings", f"{key!r} is not a setting name")
+        if known is not None and key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean 'platform_settings.{close[0]}'?" if close else "allowed: " + ", ".join(known)
+            raise SettingsError(name, f"is not a setting of MLCube's {runner} platform; {hint}")
+        if isinstance(item, Mapping):  # env_args, build_args: name -> value
+            checked[key] = {str(sub): _scalar(sub_value, f"{name}.{sub}") for sub, sub_value in item.items()}
+        else:
+            checked[key] = _scalar(item, name)
+    if runner == "docker":
+        strategy = checked.get("build_strategy")
+        if strategy is not None and strategy not in DOCKER_BUILD_STRATEGIES:
+            raise SettingsError("platform_settings.build_strategy",
+                                f"must be one of {', '.join(DOCKER_BUILD_STRATEGIES)}; got {strategy!r}")
+        executable = checked.get("docker")
+        if executable is not None and (not isinstance(executable, str) or not executable.strip()):
+            raise SettingsError("platform_settings.docker", "must name the container engine's command, e.g. podman")
+    return checked
+
+
 @dataclass(frozen=True)
 class _Authentication:
     user: str | None
@@ -412,6 +469,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         remote_group=_remote_group(section.get("remote_group")),
         reconnect_timeout=_default(_integer(section.get("reconnect_timeout"), "reconnect_timeout", 0,
                                             MAX_RECONNECT_TIMEOUT), DEFAULT_RECONNECT_TIMEOUT),
+        platform_settings=platform_settings(section.get("platform_settings"), platform),
         max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
                                      100),
     )

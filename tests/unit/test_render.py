@@ -55,6 +55,7 @@ def test_one_host_golden(tmp_path) -> None:
                 "mlcube_ssh_verify_host": True,
                 "mlcube_ssh_excludes": [*DEFAULT_EXCLUDES, "data/raw/"],
                 "mlcube_ssh_reconnect_timeout": 600,
+                "mlcube_ssh_platform_settings": {},
                 "ansible_user": "alice",
                 "ansible_ssh_private_key_file": str(key),
             },

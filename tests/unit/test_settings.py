@@ -155,3 +155,38 @@ def test_a_container_cpu_quota_caps_the_cpus(tmp_path: Path, files: dict[str, st
     monkeypatch.setattr(settings_module, "_cgroup_cpu_quota", lambda: expected)
     monkeypatch.setattr(settings_module.os, "sched_getaffinity", lambda _pid: set(range(8)))
     assert settings_module.controller_cpus() == (expected or 8)
+
+
+# ------------------------------------------------------------------------------------ platform_settings
+
+
+def test_platform_settings_reach_the_inventory_as_a_mapping(key_file: str) -> None:
+    from mlcube_ssh_ansible.render import render_inventory
+
+    parsed = parse_settings(section(platform_settings={
+        "docker": "podman", "gpu_args": "--gpus=all", "build_strategy": "auto", "env_args": {"HTTP_PROXY": "x"}}))
+    assert parsed.platform_settings == {"docker": "podman", "gpu_args": "--gpus=all", "build_strategy": "auto",
+                                        "env_args": {"HTTP_PROXY": "x"}}
+    assert render_inventory(parsed)["all"]["vars"]["mlcube_ssh_platform_settings"] == parsed.platform_settings
+    assert parse_settings(section()).platform_settings == {}
+
+
+@pytest.mark.parametrize(("value", "key", "says"), [
+    ({"dokcer": "podman"}, "platform_settings.dokcer", "did you mean 'platform_settings.docker'?"),
+    ({"build_strategy": "sometimes"}, "platform_settings.build_strategy", "must be one of pull, auto, always"),
+    ({"docker": ""}, "platform_settings.docker", "must name the container engine's command"),
+    ({"gpu_args": ["--gpus", "all"]}, "platform_settings.gpu_args", "must be a string, number or boolean"),
+    ({"cpu_args": "a\nb"}, "platform_settings.cpu_args", "must be a single line"),
+    ("docker: podman", "platform_settings", "must be a mapping"),
+    ({"runner": "bad name"}, "platform_settings.runner", "must be an MLCube runner name"),
+])
+def test_bad_platform_settings_are_one_line_errors_naming_the_key(key_file: str, value: Any, key: str,
+                                                                  says: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(section(platform_settings=value))
+    assert raised.value.key == key and says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_platform_settings_of_other_runners_are_left_to_the_remote_mlcube(key_file: str) -> None:
+    parsed = parse_settings(section(platform="singularity", platform_settings={"singularity": "apptainer"}))
+    assert parsed.platform_settings == {"singularity": "apptainer"}
