@@ -18,13 +18,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from . import assets, credentials, fingerprint, records, upload
+from . import assets, credentials, fetched, fingerprint, records, upload
 from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .fleet import FleetReporter
-from .render import Job, render
+from .render import Job, remote_name, render
 from .report import HOST_KEY_HINT, HostReport, Reporter, group_by_reason, name_list
 from .settings import Settings, forks_for
 
@@ -161,6 +161,93 @@ def _explain_lost_hosts(settings: Settings, job: Job, reporter: Reporter) -> Non
             report.reason = f"{report.reason}; last output: {last}"
 
 
+class Interrupts:
+    """Ctrl-C during `run`: the first stops the play (the workflow then cancels the remote task and fetches);
+    a second, while that goes on, only says so; a third aborts it. No KeyboardInterrupt ever lands mid-play,
+    where it would leave the private folder and the run record half done."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.abort = threading.Event()
+        self.count = 0
+        self.notice = ""  # what a second Ctrl-C prints
+
+    def __call__(self, *_: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.cancel.set()
+        elif self.count == 2 and self.notice:
+            # A signal handler can interrupt a print on the same stream: write to the file descriptor directly.
+            with contextlib.suppress(OSError):
+                os.write(sys.stderr.fileno(), (self.notice + "\n").encode())
+        elif self.count >= 3:
+            self.abort.set()
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[Interrupts]:
+    """Interrupts for the length of a `run`, cancel and fetch included."""
+    handler = Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield handler
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+STOP_TASK = "Stop the task and its containers"
+
+
+class CancelReport(Reporter):
+    """The cancel play's reporter: what mlcube_ssh_stop found and did on each host."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(write=write, show_steps=False)
+        self.stops: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        if event.get("event") == "runner_on_ok" and data.get("task") == STOP_TASK and data.get("host"):
+            self.stops[str(data["host"])] = data.get("res") or {}
+        return super().__call__(event)
+
+
+def stop_summary(settings: Settings, job: Job, hosts: Sequence[str], stopped: CancelReport,
+                 aborted: bool) -> tuple[list[str], str]:
+    """One line per host saying what the cancel really did, and the command's one-line outcome."""
+    failures = stopped.failures()
+    lines: list[str] = []
+    verdicts: dict[str, list[str]] = {}
+    for host in sorted(set(hosts) | set(stopped.stops) | set(failures)):
+        res = stopped.stops.get(host)
+        containers = len(res.get("containers") or []) if res else 0
+        if res is not None and res.get("stopped"):
+            verdict = "stopped" + (f" with {containers} container(s)" if containers else "")
+        elif res is not None and res.get("ended"):
+            verdict = "had already ended"
+        elif res is not None:
+            verdict = "had not started" + (f"; {containers} container(s) stopped" if containers else "")
+        elif host in failures:
+            verdict = f"may still be running: the cancel failed at {failures[host][0]}: {failures[host][1]}"
+        else:
+            verdict = "may still be running: the cancel was aborted" if aborted else \
+                "may still be running: the cancel did not reach this host"
+        lines.append(f"{host}: run {job.run_id} {verdict}")
+        verdicts.setdefault(verdict.split(":")[0], []).append(host)
+    left = verdicts.get("may still be running", [])
+    parts = [f"{verdict} on {', '.join(names)}" for verdict, names in verdicts.items()
+             if verdict != "may still be running"]
+    if left:
+        where = f"{settings.remote_root}/{remote_name(job.cube_root)}"
+        parts.append(f"it may still be running on {', '.join(left)} in {where} (output in "
+                     f"{settings.remote_root}/.mlcube-ssh-ansible/{remote_name(job.cube_root)}/runs/{job.run_id}); "
+                     f"check with `mlcube-ssh-ansible status --run {job.run_id}`")
+    return lines, "; ".join(parts) or "no host to stop it on"
+
+
 # Steps a host can be retried from after a lost connection: nothing on it was started yet.
 BEFORE_LAUNCH = ("check", "python env", "upload", "remote configure")
 
@@ -205,8 +292,9 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
         reporter.write(f"{settings.host or settings.hosts}: nothing changed since the last configure; hosts not "
                        "contacted (skip_unchanged: false checks them anyway)")
         return Outcome(status="skipped", rc=0)
+    prune = fetched.to_prune(job.workspace)
     invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity,
-                             exclude_from=exclude_from)
+                             exclude_from=exclude_from, extra={"mlcube_ssh_prune": prune} if prune else None)
     with interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if cancel.is_set():
@@ -239,29 +327,54 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         current = fingerprint.upload_digest(settings, job, exclude_from, before)
         extra.update(mlcube_ssh_sync_stamp=stamp,
                      mlcube_ssh_synced=fingerprint.synced_stamps(settings, job, current))
+    prune = fetched.to_prune(job.workspace)
+    if prune:  # results fetched earlier that the user has deleted locally since: deleted on the host too
+        extra["mlcube_ssh_prune"] = prune
     invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from)
     record = records.start_record(settings, job)
-    with interruptible() as cancel:
-        outcome = _with_retries(invocation, settings, reporter, cancel)
-    if not cancel.is_set():
-        _explain_lost_hosts(settings, job, reporter)
-        records.finish_record(record, reporter, job)
-        _remember_synced(settings, job, reporter, stamp, before)
+    with interrupts() as signals:
+        outcome = _with_retries(invocation, settings, reporter, signals.cancel)
+        if not signals.cancel.is_set():
+            _explain_lost_hosts(settings, job, reporter)
+            _remember_fetched(job, reporter)
+            records.finish_record(record, reporter, job)
+            _remember_synced(settings, job, reporter, stamp, before)
+            try:
+                return _finish("run", outcome, reporter)
+            except HostFailure:
+                fingerprint.forget(settings, job)  # the next configure checks the hosts for real
+                raise
+        fingerprint.forget(settings, job)
+        fingerprint.forget_synced(settings, job)
+        signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
+                          "(the task may then keep running there)")
+        reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
+        stopped = CancelReport(write=reporter.write)
         try:
-            return _finish("run", outcome, reporter)
-        except HostFailure:
-            fingerprint.forget(settings, job)  # the next configure checks the hosts for real
-            raise
-    fingerprint.forget(settings, job)
-    fingerprint.forget_synced(settings, job)
-    reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
-    run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), Reporter(write=reporter.write))
-    if fetch_on_interrupt:
-        run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter)
-    records.finish_record(record, reporter, job)
-    reporter.finish()
-    raise Interrupted(f"run {job.run_id} interrupted; the remote task was stopped"
-                      + ("; outputs so far were fetched" if fetch_on_interrupt else ""))
+            run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), stopped, signals.abort)
+            fetch = fetch_on_interrupt and not signals.abort.is_set()
+            if fetch:
+                run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter,
+                             signals.abort)
+                _remember_fetched(job, reporter)
+        finally:
+            records.finish_record(record, reporter, job)
+        lines, outcome_text = stop_summary(settings, job, list(reporter.hosts), stopped, signals.abort.is_set())
+        for line in lines:
+            reporter.write(line)
+        reporter.finish()
+    fetched_text = ("; outputs so far were fetched" if fetch and not signals.abort.is_set()
+                    else "; nothing was fetched" if fetch_on_interrupt else "")
+    raise Interrupted(f"run {job.run_id} interrupted; {outcome_text}{fetched_text}")
+
+
+def _remember_fetched(job: Job, reporter: Reporter) -> None:
+    """What each host's fetch brought (bookkeeping: a failure only means deletions are not carried over)."""
+    try:
+        fetched.remember(job.workspace, reporter)
+    except OSError as error:
+        reporter.write(f"mlcube-ssh-ansible: warning: cannot record what was fetched ({error}); results deleted "
+                       "locally may come back with the next fetch")
 
 
 def _remember_synced(settings: Settings, job: Job, reporter: Reporter, stamp: str,
@@ -337,5 +450,6 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
         raise Interrupted(f"stopped following run {job.run_id}; it keeps running on the hosts")
     _explain_lost_hosts(settings, job, reporter)
     if fetch:
+        _remember_fetched(job, reporter)
         records.finish_record(record, reporter, job)
     return _finish("run" if follow else "fetch", outcome, reporter)

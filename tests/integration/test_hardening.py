@@ -4,8 +4,11 @@ deleted, a cancel that finds the run over signals nothing, Ctrl-C twice."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +19,10 @@ from mlcube_ssh_ansible.render import Job, remote_name
 from mlcube_ssh_ansible.report import Reporter
 from tests.hosts import SshHost, example_cube, remote
 
-from .conftest import platform_settings
+from .conftest import platform_settings, run_mlcube
+from .test_reliability import Spawned, background, close_master, configured, cube_args, leftovers, remote_dir_of
+
+__all__ = ["background"]  # the fixture, used by name
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +102,134 @@ def test_cancelling_a_finished_run_by_id_signals_nothing(tmp_path: Path, ssh_hos
         assert remote(ssh_host, "kill", "-0", bystander).returncode == 0, "the cancel signalled a stranger"
     finally:
         remote(ssh_host, "kill", "-KILL", f"-{bystander}")
+
+
+# ------------------------------------------------------------------------------ results deleted locally
+
+
+def test_results_deleted_locally_do_not_come_back(tmp_path: Path, ssh_host: SshHost, settings_file) -> None:
+    cube = example_cube(tmp_path)
+    settings = platform_settings(settings_file(ssh_host))
+    job = Job(str(cube), str(cube / "workspace"))
+    workflow.configure(settings, job, reporter=quiet())
+    workflow.run(settings, dataclasses.replace(job, tasks=("hello",)), reporter=quiet())
+    greeting = cube / "workspace" / "greeting.txt"
+    assert greeting.read_text() == "Hello, World!\n"
+    remote_workspace = f"{ssh_host.user.home}/mlcube/{remote_name(str(cube))}/workspace"
+
+    greeting.unlink()  # the user starts clean
+    # A result the host wrote after that fetch (a detached run, say) is not the user's to delete.
+    remote(ssh_host, "sh", "-c", f"echo late > {remote_workspace}/late.txt", check=True)
+    (cube / "workspace" / "seconds.txt").write_text("1")
+    workflow.run(settings, dataclasses.replace(job, tasks=("sleep",)), reporter=quiet())
+
+    assert (cube / "workspace" / "slept.txt").exists()
+    assert not greeting.exists(), "a result deleted locally came back"
+    assert remote(ssh_host, "test", "-e", f"{remote_workspace}/greeting.txt").returncode != 0
+    assert (cube / "workspace" / "late.txt").read_text() == "late\n"
+    # The next run has nothing left to delete, and brings back nothing either.
+    workflow.run(settings, dataclasses.replace(job, tasks=("sleep",)), reporter=quiet())
+    assert not greeting.exists() and (cube / "workspace" / "late.txt").exists()
+
+
+# ------------------------------------------------------------------------------------- Ctrl-C, twice or more
+
+
+def interrupted_run(tmp_path: Path, ssh_host: SshHost, settings_file, background: list,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Spawned, str]:
+    """A `mlcube run` of a 60 s task, Ctrl-C'd once it runs, at the point where it starts stopping it."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cube = configured(tmp_path, ssh_host, settings_file, run_mlcube)
+    (cube / "workspace" / "seconds.txt").write_text("60")
+    remote_dir = remote_dir_of(ssh_host, cube)
+    run = Spawned("run", *cube_args(cube), "--task=sleep")
+    background.append((run, remote_dir))
+    assert run.wait_for("sleeping 60 s", timeout=180), run.output
+    run.process.send_signal(signal.SIGINT)
+    assert run.wait_for("interrupted: stopping run", timeout=120), run.output
+    return cube, run, remote_dir
+
+
+def finished_record(cube: Path) -> dict:  # type: ignore[type-arg]
+    [record] = (cube / "workspace" / ".mlcube-ssh-ansible" / "runs").glob("*.json")
+    content = json.loads(record.read_text())
+    assert content.get("finished"), content
+    return content  # type: ignore[no-any-return]
+
+
+def test_a_second_ctrl_c_while_stopping_lets_the_stop_finish(tmp_path: Path, ssh_host: SshHost, settings_file,
+                                                             background: list,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    cube, run, remote_dir = interrupted_run(tmp_path, ssh_host, settings_file, background, monkeypatch)
+    run.process.send_signal(signal.SIGINT)  # while the cancel play runs
+
+    rc = run.finish(timeout=300)
+
+    output = run.output
+    assert rc == 130, output
+    assert "still stopping run" in output and "Ctrl-C once more to abort" in output, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    run_id = finished_record(cube)["run_id"]
+    assert f"{ssh_host.address}: run {run_id} stopped" in output, output
+    assert leftovers(ssh_host, remote_dir) == ({}, [])
+    assert list((tmp_path / "tmp").iterdir()) == []  # no private folder left behind
+
+
+def test_a_third_ctrl_c_aborts_and_says_what_is_left_running(tmp_path: Path, ssh_host: SshHost, settings_file,
+                                                             background: list,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    cube, run, remote_dir = interrupted_run(tmp_path, ssh_host, settings_file, background, monkeypatch)
+    run.process.send_signal(signal.SIGINT)
+    assert run.wait_for("still stopping run", timeout=60), run.output
+    run.process.send_signal(signal.SIGINT)
+
+    rc = run.finish(timeout=300)
+
+    output = run.output
+    assert rc == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    run_id = finished_record(cube)["run_id"]
+    where = f"~/mlcube/{remote_name(str(cube))}"
+    if leftovers(ssh_host, remote_dir) != ({}, []):  # what is said must be what is true
+        assert f"{ssh_host.address}: run {run_id} may still be running" in output, output
+        assert f"may still be running on {ssh_host.address} in {where}" in output, output
+    else:
+        assert f"{ssh_host.address}: run {run_id} stopped" in output, output
+    assert "the remote task was stopped" not in output
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_cancel_that_cannot_reach_the_host_says_so(tmp_path: Path, ssh_host: SshHost, settings_file,
+                                                     background: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cube = configured(tmp_path, ssh_host, settings_file, run_mlcube, connect_timeout=3, retries=0)
+    (cube / "workspace" / "seconds.txt").write_text("60")
+    remote_dir = remote_dir_of(ssh_host, cube)
+    run = Spawned("run", *cube_args(cube), "--task=sleep")
+    background.append((run, remote_dir))
+    assert run.wait_for("sleeping 60 s", timeout=180), run.output
+    # Only this test's sshd port, on its address: other tests' hosts are not touched.
+    rules = [["-p", "tcp", "-d", ssh_host.address, "--dport", str(ssh_host.port), "-j", "REJECT",
+              "--reject-with", "tcp-reset"],
+             ["-p", "tcp", "-s", ssh_host.address, "--sport", str(ssh_host.port), "-j", "REJECT",
+              "--reject-with", "tcp-reset"]]
+    for rule in rules:
+        subprocess.run(["iptables", "-I", "OUTPUT", *rule], check=True)
+    try:
+        close_master(Path(os.environ["MLCUBE_SYSTEM_SETTINGS"]), ssh_host)  # its open connection would linger
+        run.process.send_signal(signal.SIGINT)
+        rc = run.finish(timeout=300)
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-D", "OUTPUT", *rule], check=True)
+
+    output = run.output
+    assert rc == 130, output
+    run_id = finished_record(cube)["run_id"]
+    assert f"{ssh_host.address}: run {run_id} may still be running: the cancel failed at check: unreachable" \
+        in output, output
+    assert f"may still be running on {ssh_host.address} in ~/mlcube/{remote_name(str(cube))}" in output, output
+    assert "the remote task was stopped" not in output
+    assert leftovers(ssh_host, remote_dir) != ({}, [])  # which is the truth: the cleanup stops it
