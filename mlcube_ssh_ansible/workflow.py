@@ -333,6 +333,8 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from)
     record = records.start_record(settings, job)
     with interrupts() as signals:
+        signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
+                          "(the task may then keep running there)")
         outcome = _with_retries(invocation, settings, reporter, signals.cancel)
         if not signals.cancel.is_set():
             _explain_lost_hosts(settings, job, reporter)
@@ -346,8 +348,6 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
                 raise
         fingerprint.forget(settings, job)
         fingerprint.forget_synced(settings, job)
-        signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
-                          "(the task may then keep running there)")
         reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
         stopped = CancelReport(write=reporter.write)
         try:
