@@ -2,6 +2,8 @@
 
 - A fresh Debian 11 host (tests/container_hosts.py): Python 3.9 with no venv/ensurepip, no pip, no distutils.
   The product must still make its virtualenv there, without root.
+- A rootless-podman host that has no Docker: the remote MLCube's docker runner is pointed at `podman` through
+  the platform setting `platform_settings`, written into the system settings file the remote `mlcube` uses.
 """
 
 from __future__ import annotations
@@ -46,3 +48,24 @@ def test_virtualenv_on_fresh_bullseye(tmp_path: Path, bullseye_host: SshHost, se
     greeting = f"{bullseye_host.user.home}/mlcube/{remote_name(str(cube))}/workspace/greeting.txt"
     owner = remote(bullseye_host, "sh", "-c", 'stat -c %u "$1"; id -u', "_", greeting, check=True).stdout.split()
     assert owner[0] == owner[1]
+
+
+def test_podman_host_through_platform_settings(tmp_path: Path, podman_host: SshHost, settings_file,
+                                               mlcube_cli: MlcubeCli) -> None:
+    cube = example_cube(tmp_path)
+    image = "mlcube-ssh-ansible/hello:0.1"  # examples/hello/mlcube.yaml
+    remote(podman_host, "podman", "rmi", "-f", image)
+    settings_file(podman_host, platform_settings={"docker": "podman"})
+
+    _configure_and_run(cube, mlcube_cli)
+
+    # podman built the image (this user cannot reach Docker at all) ...
+    assert remote(podman_host, "podman", "image", "exists", image).returncode == 0
+    # ... and the outputs it wrote on the host belong to the user, who can replace them.
+    greeting = f"{podman_host.user.home}/mlcube/{remote_name(str(cube))}/workspace/greeting.txt"
+    owner = remote(podman_host, "sh", "-c", 'stat -c %u "$1"; id -u', "_", greeting, check=True).stdout.split()
+    assert owner[0] == owner[1]
+    (cube / "workspace" / "name.txt").write_text("podman")
+    ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, podman!\n"
