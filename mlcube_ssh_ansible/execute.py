@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import assets
+from . import assets, secrets
 from .render import unsafe_yaml as _unsafe_yaml
 
 EventHandler = Callable[[dict[str, Any]], bool]
@@ -49,6 +49,10 @@ class Invocation:
     keep_artifacts: bool = False
     password: str | None = field(default=None, repr=False)
     limit: str | None = None
+    # Secret name -> value, served to the lookup mlcube_ssh_secret from memory (see secrets.py).
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # Secret name -> value, kept out of Ansible's environment (every command, also those that serve none).
+    hidden: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def environment(host_key_checking: bool) -> dict[str, str]:
@@ -64,6 +68,8 @@ def environment(host_key_checking: bool) -> dict[str, str]:
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
         "ANSIBLE_PIPELINING": "True",
+        # Templated task arguments (a secret, once looked up) never go into events or artifacts.
+        "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "False",
         # Ends ansible-playbook if this process dies; ansible-runner adds its own callback folder after ours.
         "ANSIBLE_CALLBACK_PLUGINS": str(assets.callback_plugins_dir()),
         "ANSIBLE_CALLBACKS_ENABLED": "mlcube_ssh_lifeline",
@@ -77,6 +83,17 @@ def _without_password(envvars: dict[str, str], password: str | None) -> dict[str
     if not password:
         return envvars
     return {**envvars, **{name: "" for name, value in os.environ.items() if value == password}}
+
+
+def _without_secrets(envvars: dict[str, str], offered: dict[str, str]) -> dict[str, str]:
+    """Blank the secrets' variables, and every other that holds one of their values, for the same reason:
+    Ansible gets the values from this process (secrets.served), never from its environment."""
+    if not offered:
+        return envvars
+    values = {value for value in offered.values() if value}
+    blank = {name: "" for name, value in os.environ.items()
+             if (name in offered or value in values) and name not in envvars}
+    return {**envvars, **blank}
 
 
 def run_playbook(invocation: Invocation, event_handler: EventHandler,
@@ -109,23 +126,26 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         return event_handler(event)
 
     try:
-        result = ansible_runner.run(
-            private_data_dir=private,
-            playbook=str(invocation.playbook),
-            inventory=[str(inventory_file), *invocation.extra_inventories],
-            envvars=_without_password(environment(invocation.host_key_checking), invocation.password),
-            forks=invocation.forks,
-            limit=invocation.limit,
-            tags=",".join(invocation.tags) or None,
-            cmdline=" ".join(cmdline) or None,
-            verbosity=invocation.verbosity or None,
-            quiet=invocation.verbosity == 0,
-            event_handler=handler,
-            cancel_callback=(lambda: cancel.is_set()) if cancel else None,
-            settings={"suppress_ansible_output": invocation.verbosity == 0},
-            passwords=passwords,
-            suppress_env_files=True,
-        )
+        with secrets.served(invocation.secrets) as found:  # the values, from memory, while Ansible runs
+            result = ansible_runner.run(
+                private_data_dir=private,
+                playbook=str(invocation.playbook),
+                inventory=[str(inventory_file), *invocation.extra_inventories],
+                envvars={**_without_secrets(_without_password(environment(invocation.host_key_checking),
+                                                              invocation.password),
+                                            {**invocation.hidden, **invocation.secrets}), **found},
+                forks=invocation.forks,
+                limit=invocation.limit,
+                tags=",".join(invocation.tags) or None,
+                cmdline=" ".join(cmdline) or None,
+                verbosity=invocation.verbosity or None,
+                quiet=invocation.verbosity == 0,
+                event_handler=handler,
+                cancel_callback=(lambda: cancel.is_set()) if cancel else None,
+                settings={"suppress_ansible_output": invocation.verbosity == 0},
+                passwords=passwords,
+                suppress_env_files=True,
+            )
     except BaseException:
         keep(private)  # scrubbed and bounded, not left behind in the temporary folder
         raise

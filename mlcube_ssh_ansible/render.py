@@ -156,6 +156,7 @@ def render_inventory(settings: Settings) -> dict[str, Any]:
         "mlcube_ssh_platform": settings.platform,
         "mlcube_ssh_remote_root": settings.remote_root,
         "mlcube_ssh_remote_group": settings.remote_group or "",
+        "mlcube_ssh_secrets": list(settings.secrets),
         "mlcube_ssh_interpreter_type": settings.interpreter.type,
         "mlcube_ssh_python": settings.interpreter.python,
         "mlcube_ssh_requirements": list(settings.interpreter.requirements),

@@ -12,7 +12,9 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+from .secrets import mask
 
 # Role -> the step name users see. Tasks outside a role belong to the run's result.
 STEPS = {
@@ -178,6 +180,17 @@ class Reporter:
         self.show_steps = show_steps
         self.prefix_hosts = prefix_hosts  # prefix the task's output with its host (fleets)
         self.hosts: dict[str, HostReport] = {}
+        self.hidden: list[str] = []
+
+    def hide(self, values: Iterable[str]) -> None:
+        """Mask these values (secrets) in every line written and every failure reason from now on."""
+        new = [value for value in values if value and value not in self.hidden]
+        if not new:
+            return
+        if not self.hidden:
+            write = self.write
+            self.write = lambda text: write(mask(text, self.hidden))
+        self.hidden += new
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -289,7 +302,7 @@ class Reporter:
     def _fail(self, host: str, step: str, reason: str) -> None:
         report = self.hosts.setdefault(host, HostReport())
         if report.failed_step is None:
-            report.failed_step, report.reason = step, reason
+            report.failed_step, report.reason = step, mask(reason, self.hidden)
         self._close_step(host)
 
     def _close_step(self, host: str) -> None:

@@ -38,6 +38,7 @@ TOP_KEYS = (
     "remote_group",
     "reconnect_timeout",
     "platform_settings",
+    "secrets",
 )
 INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
 AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
@@ -115,6 +116,8 @@ class Settings:
     # The remote MLCube platform's own settings (e.g. docker: podman), written into a system settings file on
     # each host; empty leaves the host's ~/mlcube.yaml in charge. Inventory: mlcube_ssh_platform_settings.
     platform_settings: Mapping[str, Any] = field(default_factory=dict)
+    # Names of controller environment variables whose values the remote task gets (never the values).
+    secrets: tuple[str, ...] = ()
 
 
 def _unknown_keys(section: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -400,6 +403,16 @@ def _remote_group(value: Any) -> str | None:
     return group
 
 
+def _secrets(value: Any) -> tuple[str, ...]:
+    """Environment variable names only: a value here would be written down (this file, records, artifacts)."""
+    names = _word_list(value, "secrets")
+    for name in names:
+        if not _ENV_NAME.match(name):
+            raise SettingsError("secrets", f"{name!r} is not an environment variable name; list the NAMES of "
+                                "variables set on this machine, never their values")
+    return tuple(dict.fromkeys(names))
+
+
 def parse_settings(section: Mapping[str, Any]) -> Settings:
     """Validate a platform section (plain dict) into :class:`Settings`, or raise one SettingsError."""
     if not isinstance(section, Mapping):
@@ -470,6 +483,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         reconnect_timeout=_default(_integer(section.get("reconnect_timeout"), "reconnect_timeout", 0,
                                             MAX_RECONNECT_TIMEOUT), DEFAULT_RECONNECT_TIMEOUT),
         platform_settings=platform_settings(section.get("platform_settings"), platform),
+        secrets=_secrets(section.get("secrets")),
         max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
                                      100),
     )

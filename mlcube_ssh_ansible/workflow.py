@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import assets, credentials, fetched, fingerprint, records, upload
+from . import assets, credentials, fetched, fingerprint, records, secrets, upload
 from .errors import HostFailure, Interrupted, SettingsError
 from .execute import Invocation, Outcome, run_playbook
 from .fleet import FleetReporter
@@ -55,7 +55,7 @@ def _exclude_from(job: Job) -> str:
 
 def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any] | None = None,
                 tags: Sequence[str] = (), check: bool = False, verbosity: int = 0,
-                exclude_from: str | None = None) -> Invocation:
+                exclude_from: str | None = None, offered: dict[str, str] | None = None) -> Invocation:
     if name in ("configure", "run"):
         inventory, extravars = rendered(settings, job, exclude_from=exclude_from, pip_wheel=name == "configure")
     else:
@@ -72,6 +72,8 @@ def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any
         host_key_checking=settings.host_key_checking != "off",
         keep_artifacts=settings.keep_artifacts,
         password=credentials.password(settings),
+        secrets=offered or {},
+        hidden={name: os.environ[name] for name in settings.secrets if name in os.environ},
     )
 
 
@@ -97,6 +99,8 @@ def _reporter(settings: Settings, reporter: Reporter | None, verbosity: int = 0,
         return FleetReporter(output_dir=output_dir)
     reporter = reporter or Reporter()
     reporter.prefix_hosts = reporter.prefix_hosts or settings.inventory is not None
+    # What the task prints is masked on the host already; this also covers every other line we print.
+    reporter.hide([os.environ[name] for name in settings.secrets if os.environ.get(name)])
     return reporter
 
 
@@ -313,6 +317,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     `fetch_on_interrupt`, and raises Interrupted (exit code 130). With ``job.detach`` the task is only
     started: it keeps running on the hosts, and `attach`, `status`, `logs` and `fetch` find it by run id.
     """
+    offered = secrets.read(settings.secrets)  # a missing one stops here, before any host is touched
     _preflight(settings)
     job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
     reporter = _reporter(settings, reporter, verbosity, records.runs_dir(job.workspace) / job.run_id)
@@ -330,7 +335,8 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     prune = fetched.to_prune(job.workspace)
     if prune:  # results fetched earlier that the user has deleted locally since: deleted on the host too
         extra["mlcube_ssh_prune"] = prune
-    invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from)
+    invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from,
+                             offered=offered)
     record = records.start_record(settings, job)
     with interrupts() as signals:
         signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "

@@ -46,6 +46,7 @@ def test_one_host_golden(tmp_path) -> None:
                 "mlcube_ssh_platform": "docker",
                 "mlcube_ssh_remote_root": "/srv/mlcube",
                 "mlcube_ssh_remote_group": "",
+                "mlcube_ssh_secrets": [],
                 "mlcube_ssh_interpreter_type": "system",
                 "mlcube_ssh_python": "/usr/bin/python3",
                 "mlcube_ssh_requirements": ["mlcube", "mlcube-docker"],

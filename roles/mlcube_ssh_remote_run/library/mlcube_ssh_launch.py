@@ -21,6 +21,16 @@ options:
   holder: {type: str, default: '', description: Who starts the run, written into the lock.}
   sync_stamp: {type: str, default: '', description: Written to O(sync_file) before the start; empty writes nothing.}
   sync_file: {type: path, description: Where O(sync_stamp) goes (marks the uploaded copy as this run's).}
+  secrets:
+    type: dict
+    default: {}
+    description:
+      - Name -> value, added to the command's environment, never written to a file or a command line. Every
+        value is masked (C(********)) in C(stdout.log) and C(stderr.log) before it is written.
+      - C(docker run) and C(podman run) started by the command get C(-e NAME) for each name (Docker copies
+        the value from its client's environment) and C(--rm), so the engine forgets the container, and the
+        values in its configuration, when it ends: a wrapper in C(<run_dir>/bin), first on C(PATH).
+      - Send this option only with pipelining (the module's arguments then stay in memory on the host).
 author: mlcube-ssh-ansible
 """
 
@@ -33,8 +43,10 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -76,17 +88,106 @@ def _write(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _supervise(argv: list, chdir: str, run_dir: str) -> None:
-    """In the detached grandchild: run the command, then record its exit code. Never returns."""
+MASK = b"********"
+# Added to `docker run` / `podman run` when there are secrets: the values travel by name (-e NAME takes the value
+# from the client's own environment), and --rm makes the engine drop the container's configuration (which
+# holds the environment) when it ends. Names only ever come from the module's validated option.
+WRAPPER = """#!/bin/sh
+# mlcube-ssh-ansible: pass the run's secrets to containers by name only (see mlcube_ssh_launch).
+PATH="$MLCUBE_SSH_REAL_PATH"
+export PATH
+engine="${0##*/}"
+if [ "${1:-}" = run ]; then
+    shift
+    for name in $MLCUBE_SSH_SECRET_NAMES; do
+        set -- -e "$name" "$@"
+    done
+    set -- run --rm "$@"
+fi
+exec "$engine" "$@"
+"""
+ENGINES = ("docker", "podman")
+
+
+class Masker:
+    """Copies a stream to a log with every secret value replaced by MASK, also across read boundaries."""
+
+    def __init__(self, values: list) -> None:
+        self.values = sorted({value.encode() for value in values if value}, key=len, reverse=True)
+
+    def _held(self, data: bytes) -> int:
+        """How many bytes at the end of `data` could start a value: held back until more data comes."""
+        for keep in range(min(len(data), max(len(v) for v in self.values) - 1), 0, -1):
+            tail = data[-keep:]
+            if any(value.startswith(tail) for value in self.values):
+                return keep
+        return 0
+
+    def mask(self, data: bytes) -> bytes:
+        for value in self.values:
+            data = data.replace(value, MASK)
+        return data
+
+    def pump(self, source: int, log) -> None:
+        pending = b""
+        while True:
+            chunk = os.read(source, 65536)
+            if not chunk:
+                break
+            pending = self.mask(pending + chunk)
+            keep = self._held(pending)
+            ready, pending = (pending[:-keep], pending[-keep:]) if keep else (pending, b"")
+            log.write(ready)
+            log.flush()
+        log.write(self.mask(pending))
+        log.flush()
+        os.close(source)
+
+
+def _environment(run_dir: str, secrets: dict) -> dict:
+    """The command's environment: ours, the secrets, and the container engine wrappers first on PATH."""
+    env = dict(os.environ)
+    if not secrets:
+        return env
+    bin_dir = os.path.join(run_dir, "bin")
+    os.makedirs(bin_dir, mode=0o700, exist_ok=True)
+    for engine in ENGINES:
+        _write(os.path.join(bin_dir, engine), WRAPPER)
+        os.chmod(os.path.join(bin_dir, engine), 0o700)
+    env.update(secrets)
+    env["MLCUBE_SSH_REAL_PATH"] = env.get("PATH", os.defpath)
+    env["PATH"] = bin_dir + os.pathsep + env["MLCUBE_SSH_REAL_PATH"]
+    env["MLCUBE_SSH_SECRET_NAMES"] = " ".join(sorted(secrets))
+    return env
+
+
+def _supervise(argv: list, chdir: str, run_dir: str, secrets: dict) -> None:
+    """In the detached grandchild: run the command, then record its exit code. Never returns.
+
+    With secrets, the command's output goes through pipes and is masked before it reaches the logs."""
     try:
+        env = _environment(run_dir, secrets)
+        pumps = []
         with open(os.path.join(run_dir, "stdout.log"), "ab") as out, \
                 open(os.path.join(run_dir, "stderr.log"), "ab") as err:
-            child = subprocess.Popen(argv, cwd=chdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                     start_new_session=True)
-        _write(os.path.join(run_dir, "pid"), str(child.pid))
-        # A TERM to the supervisor (e.g. from a cancel) is passed on to the command's process group.
-        signal.signal(signal.SIGTERM, lambda *_: os.killpg(child.pid, signal.SIGTERM))
-        rc = child.wait()
+            if secrets:
+                masker = Masker(list(secrets.values()))
+                pipes = [os.pipe(), os.pipe()]
+                child = subprocess.Popen(argv, cwd=chdir, stdin=subprocess.DEVNULL, stdout=pipes[0][1],
+                                         stderr=pipes[1][1], start_new_session=True, env=env)
+                for (read_end, write_end), log in zip(pipes, (out, err)):
+                    os.close(write_end)
+                    pumps.append(threading.Thread(target=masker.pump, args=(read_end, log)))
+                    pumps[-1].start()
+            else:
+                child = subprocess.Popen(argv, cwd=chdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         start_new_session=True, env=env)
+            _write(os.path.join(run_dir, "pid"), str(child.pid))
+            # A TERM to the supervisor (e.g. from a cancel) is passed on to the command's process group.
+            signal.signal(signal.SIGTERM, lambda *_: os.killpg(child.pid, signal.SIGTERM))
+            rc = child.wait()
+            for pump in pumps:  # the rest of the output (not waiting forever for what the command left behind)
+                pump.join(timeout=10)
         rc = 128 - rc if rc < 0 else rc
     except Exception as error:  # the command could not start: say why where the follower looks
         with open(os.path.join(run_dir, "stderr.log"), "a") as err:
@@ -107,10 +208,15 @@ def main() -> None:
             holder=dict(type="str", default=""),
             sync_stamp=dict(type="str", default=""),
             sync_file=dict(type="path"),
+            secrets=dict(type="dict", default={}, no_log=True),
         ),
         supports_check_mode=True,
     )
     params = module.params
+    secrets = {str(name): str(value) for name, value in (params["secrets"] or {}).items()}
+    bad = [name for name in secrets if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name)]
+    if bad:
+        module.fail_json(msg="secrets: %s not an environment variable name" % ", ".join(bad))
     os.makedirs(os.path.dirname(params["lock"]), mode=0o700, exist_ok=True)
     # Check, record and start under one lock, so two launches at the same moment cannot both start.
     with open(params["lock"] + ".guard", "a") as guard:
@@ -136,13 +242,13 @@ def main() -> None:
                 os.remove(os.path.join(run_dir, name))
         _write(params["lock"], json.dumps({"run_id": os.path.basename(run_dir), "run_dir": run_dir,
                                            "started": started, "holder": params["holder"]}))
-        pid = _start_detached(argv, params["chdir"], run_dir)
+        pid = _start_detached(argv, params["chdir"], run_dir, secrets)
     if pid is None:
         module.fail_json(msg="the command did not start", run_dir=run_dir)
     module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started)
 
 
-def _start_detached(argv: list, chdir: str, run_dir: str):
+def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict):
     """Double-fork a supervisor in a new session; return the command's process group id once known."""
     first = os.fork()
     if first == 0:
@@ -154,7 +260,7 @@ def _start_detached(argv: list, chdir: str, run_dir: str):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, 1024)
-        _supervise(argv, chdir, run_dir)
+        _supervise(argv, chdir, run_dir, secrets)
     os.waitpid(first, 0)
     deadline = time.time() + 10
     while time.time() < deadline:
