@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.hosts import SshHost, example_cube, mlcube_settings, remote
+from mlcube_ssh_ansible.render import remote_name
+from tests.hosts import Sshd, SshHost, example_cube, make_user, mlcube_settings, remote
 
 from .conftest import MlcubeCli, user_env
 
@@ -131,22 +132,32 @@ def test_secret_reaches_the_task_and_is_written_nowhere(tmp_path: Path, ssh_host
     assert f"digest={digest(token)}" in out  # the task got the value
     assert f"token={MASK}" in out and f"token on stderr={MASK}" in out + err  # and printed it masked
     assert token not in out + err
-    artifacts = list((tmp_path / "tmp").glob("mlcube-ssh-ansible-*"))
-    assert artifacts and any(Path(a, "artifacts").is_dir() for a in artifacts)  # kept: searched below
+    kept = [*(tmp_path / "tmp").glob("mlcube-ssh-ansible-*/artifacts/*/job_events"),
+            *Path.home().glob(".cache/mlcube-ssh-ansible/artifacts/*/artifacts/*/job_events")]
+    assert [events for events in kept if events.stat().st_mtime >= since - 2]  # kept, so searched below
     assert files_holding(token, since, everywhere(ssh_host)) == []
 
 
-def test_detached_run_keeps_the_secret_in_memory_and_masks_logs(tmp_path: Path, ssh_host: SshHost,
-                                                                settings_file, token: str) -> None:
+def test_detached_run_keeps_the_secret_in_memory_and_masks_logs(tmp_path: Path, ssh_host: SshHost, sshd: Sshd,
+                                                                ssh_keys: Path, settings_file, token: str) -> None:
     since = time.time()
     settings_file(ssh_host, secrets=[NAME])
     cube = secret_cube(tmp_path)
-    (cube / "workspace" / "seconds.txt").write_text("4")
+    (cube / "workspace" / "seconds.txt").write_text("8")
     configured = cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
     assert configured.returncode == 0, configured.stdout + configured.stderr
 
     started = cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=secret", "--detach")
     assert started.returncode == 0, started.stdout + started.stderr
+    # The running task holds the value in its environment: its own user can see that, another one cannot.
+    runs = f"{ssh_host.user.home}/mlcube/.mlcube-ssh-ansible/{remote_name(str(cube))}/runs"
+    run_dir = remote(ssh_host, "sh", "-c", f"ls -d {runs}/* | tail -n 1", check=True).stdout.strip()
+    pid = remote(ssh_host, "cat", f"{run_dir}/pid", check=True).stdout.strip()
+    assert remote(ssh_host, "grep", "-c", f"{NAME}=", f"/proc/{pid}/environ").stdout.strip() == "1"
+    peer = sshd.host(ssh_host.address, make_user("mlcube-peer", ssh_keys))
+    denied = remote(peer, "cat", f"/proc/{pid}/environ")
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    assert token not in remote(peer, "ps", "-eo", "args").stdout
     logs = cli("logs", f"--mlcube={cube}", "--platform=ssh-ansible")
     attached = cli("attach", f"--mlcube={cube}", "--platform=ssh-ansible")
     assert attached.returncode == 0, attached.stdout + attached.stderr
