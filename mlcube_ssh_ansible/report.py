@@ -276,6 +276,7 @@ class Reporter:
     def _show_output(self, host: str, res: dict[str, Any]) -> None:
         report = self.hosts.setdefault(host, HostReport())
         lines = list(res.get("stdout_lines") or []) + report.stderr.feed(list(res.get("stderr_lines") or []))
+        lines = [mask(line, self.hidden) for line in lines]  # also what goes to fleet files and error tails
         if lines:
             self.output(host, lines)
         report.last_output.extend(line for line in lines if line.strip())

@@ -96,9 +96,10 @@ def _reporter(settings: Settings, reporter: Reporter | None, verbosity: int = 0,
               output_dir: Path | None = None) -> Reporter:
     """The caller's reporter, or: a fleet's compact one (an inventory, without -v), else one line per host."""
     if reporter is None and settings.inventory is not None and verbosity == 0:
-        return FleetReporter(output_dir=output_dir)
-    reporter = reporter or Reporter()
-    reporter.prefix_hosts = reporter.prefix_hosts or settings.inventory is not None
+        reporter = FleetReporter(output_dir=output_dir)
+    else:
+        reporter = reporter or Reporter()
+        reporter.prefix_hosts = reporter.prefix_hosts or settings.inventory is not None
     # What the task prints is masked on the host already; this also covers every other line we print.
     reporter.hide([os.environ[name] for name in settings.secrets if os.environ.get(name)])
     return reporter
