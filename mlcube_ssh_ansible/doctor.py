@@ -15,7 +15,9 @@ check, or a closing ``ok`` line.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -27,7 +29,7 @@ from typing import Any, Callable
 from . import assets, credentials
 from .errors import Interrupted, SshAnsibleError
 from .execute import Invocation, run_playbook
-from .render import Job, render
+from .render import EXCLUDED_DIRS, Job, render
 from .settings import Settings, forks_for
 from .workflow import interruptible
 
@@ -262,11 +264,23 @@ def fresh_connections(inventory: dict[str, Any]) -> dict[str, Any]:
     return {**inventory, "all": {**inventory.get("all", {}), "vars": group}}
 
 
+def upload_mb(job: Job) -> int:
+    """What an upload of the cube sends at most (MB, rounded up): the remote_root must have it free."""
+    total = 0
+    for folder, dirs, files in os.walk(job.cube_root):
+        dirs[:] = [name for name in dirs if name not in EXCLUDED_DIRS]
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return -(-total // (1024 * 1024))
+
+
 def host_checks(settings: Settings, job: Job, *, verbosity: int = 0,
                 password: str | None = None) -> list[Check]:
     """Run the doctor playbook on every host of the settings; one Check per line to print."""
 
     inventory, extravars = render(settings, job)
+    extravars["mlcube_ssh_doctor_upload_mb"] = upload_mb(job)
     invocation = Invocation(
         playbook=assets.playbook(PLAYBOOK),
         inventory=fresh_connections(inventory),

@@ -17,7 +17,8 @@ from .test_cli import ssh_ansible as ssh_ansible  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.integration
 
-HOST_CHECKS = ("reachable", "host key", "remote python", "remote rsync", "remote mlcube", "remote platform")
+HOST_CHECKS = ("reachable", "host key", "remote python", "remote rsync", "remote mlcube", "remote disk",
+               "remote platform")
 LOCAL_CHECKS = ("ansible-core", "ansible.posix", "rsync", "ssh", "settings")
 
 

@@ -77,6 +77,12 @@ def test_a_full_remote_root_is_reported_as_such_and_the_next_configure_repairs_t
     settings_file(ssh_host, remote_root="~/small-disk")
     before = local_tree(cube)
     with small_disk(ssh_host, "small-disk", "2m") as disk:
+        # doctor predicts it: the disk check fails, naming the space there and what the upload needs.
+        checked = ssh_ansible("doctor", f"--mlcube={cube}", "--platform=ssh-ansible")
+        assert checked.returncode == 1, both(checked)
+        [line] = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
+        assert line.startswith(f"FAIL {ssh_host.address}: remote disk: {disk} has 2 MB free; the upload needs "
+                               "about 4 MB (the upload would fail with No space left on device)"), both(checked)
         failed = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
         assert failed.returncode != 0, both(failed)
         text = failed.stdout + failed.stderr
@@ -87,6 +93,7 @@ def test_a_full_remote_root_is_reported_as_such_and_the_next_configure_repairs_t
 
         # More room (the admin grew the disk): the same configure again converges, twice over.
         subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
+        assert ssh_ansible("doctor", f"--mlcube={cube}", "--platform=ssh-ansible").returncode == 0
         again = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
         assert again.returncode == 0, both(again)
         listed = remote(ssh_host, "sha256sum", f"{remote_dir}/build/data.bin", check=True).stdout.split()[0]

@@ -15,9 +15,14 @@ import yaml
 from mlcube_ssh_ansible.render import remote_name
 from tests.hosts import SshHost, example_cube, mlcube_settings, remote
 
-from .conftest import MlcubeCli
+from .conftest import VENV_BIN, MlcubeCli, user_env
 
 pytestmark = pytest.mark.integration
+
+
+def ssh_ansible(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), *args], capture_output=True, text=True,
+                          env=user_env(), timeout=900, stdin=subprocess.DEVNULL)
 
 
 def both(proc: subprocess.CompletedProcess[str]) -> str:
@@ -101,3 +106,27 @@ def test_a_fleet_of_docker_and_podman_hosts_runs_one_cube(tmp_path: Path, ssh_ho
         assert (cube / "workspace" / "hosts" / node / "greeting.txt").read_text() == "Hello, World!\n"
     images = remote(podman_host, "podman", "images", "--format", "{{.Repository}}", timeout=120, check=True).stdout
     assert "mlcube-ssh-ansible/hello" in images
+
+
+def test_doctor_checks_the_engine_the_platform_settings_name(tmp_path: Path, podman_host: SshHost,
+                                                             settings_file, mlcube_cli: MlcubeCli) -> None:
+    """The podman host's user may not use docker: doctor fails it as configure would, until podman is named."""
+    cube = example_cube(tmp_path)
+    settings_file(podman_host)
+    checked = ssh_ansible("doctor", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert checked.returncode == 1, both(checked)
+    [line] = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
+    assert line.startswith(f"FAIL {podman_host.address}: remote platform: docker info fails for "
+                           f"{podman_host.user.name}: "), both(checked)
+    assert "permission denied" in line.lower()
+    failed = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert failed.returncode != 0, both(failed)
+    said = failed.stdout + failed.stderr
+    assert f"{podman_host.address} at remote configure: " in said and "permission denied" in said.lower(), both(failed)
+
+    settings_file(podman_host, platform_settings={"docker": "podman"})
+    checked = ssh_ansible("doctor", f"--mlcube={cube}", "--platform=ssh-ansible")
+    assert checked.returncode == 0, both(checked)
+    assert f"ok   {podman_host.address}: remote platform: podman info works for {podman_host.user.name}" in (
+        checked.stdout), both(checked)
+    assert mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible").returncode == 0
