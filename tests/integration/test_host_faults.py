@@ -14,7 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from mlcube_ssh_ansible.render import remote_name
+from mlcube_ssh_ansible.doctor import upload_mb
+from mlcube_ssh_ansible.render import Job, remote_name
 from tests.hosts import Sshd, SshHost, TestUser, example_cube, make_user, remote
 
 from .conftest import VENV_BIN, MlcubeCli, user_env
@@ -81,8 +82,10 @@ def test_a_full_remote_root_is_reported_as_such_and_the_next_configure_repairs_t
         checked = ssh_ansible("doctor", f"--mlcube={cube}", "--platform=ssh-ansible")
         assert checked.returncode == 1, both(checked)
         [line] = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
+        needs = upload_mb(Job(str(cube), str(cube / "workspace")))
+        assert needs > 3
         assert line.startswith(f"FAIL {ssh_host.address}: remote disk: {disk} has 2 MB free; the upload needs "
-                               "about 4 MB (the upload would fail with No space left on device)"), both(checked)
+                               f"about {needs} MB (the upload would fail with No space left on device)"), both(checked)
         failed = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
         assert failed.returncode != 0, both(failed)
         text = failed.stdout + failed.stderr
