@@ -81,6 +81,7 @@ class HostReport:
     fetched: list[str] = field(default_factory=list)
     status: dict[str, Any] | None = None
     run_dir: str | None = None  # the run folder on the host, once followed
+    offsets: dict[str, int] | None = None  # how much of the run's stdout/stderr was shown (bytes)
     lost: dict[str, Any] | None = None  # the connection was lost while following and did not come back in time
     died: bool = False  # the run is gone without an exit code
     rebooted: bool = False  # ... because the host booted since it started
@@ -265,10 +266,11 @@ class Reporter:
         """Say when the connection to a followed run is lost and when it is back (the output resumes)."""
         report = self.hosts.setdefault(host, HostReport())
         report.run_dir = res.get("run_dir") or report.run_dir
+        if isinstance(res.get("offsets"), dict):
+            report.offsets = res["offsets"]
         lost = res.get("lost")
         if isinstance(lost, dict) and int(lost.get("tries") or 0) == 1:
-            self.write(f"{host}: connection lost ({lost.get('reason')}); its task runs on, reconnecting for up to "
-                       f"{float(lost.get('timeout') or 0):g} s")
+            self.write(f"{host}: connection lost ({lost.get('reason')}); its task runs on, reconnecting")
         back = res.get("reconnected")
         if isinstance(back, dict):
             self.write(f"{host}: reconnected after {back.get('seconds')} s; the output goes on where it stopped")

@@ -160,7 +160,7 @@ def _explain_lost_hosts(settings: Settings, job: Job, reporter: Reporter) -> Non
             report.reason = (f"{report.reason}; {exit_code}; last output: {last}; nothing is lost: "
                              f"`{report.pick_up}` follows it to its end and fetches, "
                              f"`{pick_up_command(settings, job, host, 'fetch')}` fetches what exists now")
-            reporter.write(f"{host}: gave up reconnecting after {float(report.lost.get('timeout') or 0):g} s "
+            reporter.write(f"{host}: gave up reconnecting after {settings.reconnect_timeout} s "
                            f"(reconnect_timeout); to pick the run up: {report.pick_up}")
         elif report.died and report.reason and "last output:" not in report.reason:
             report.reason = f"{report.reason}; last output: {last}"
@@ -253,6 +253,47 @@ def stop_summary(settings: Settings, job: Job, hosts: Sequence[str], stopped: Ca
     return lines, "; ".join(parts) or "no host to stop it on"
 
 
+def handover_seconds(settings: Settings) -> int:
+    """With an inventory, how long the play waits for a host whose connection was lost while following its run
+    before going on without it (so the other hosts fetch meanwhile); it is then followed apart, in a play of
+    its own, for the rest of reconnect_timeout."""
+    return min(settings.reconnect_timeout, 3 * settings.connect_timeout)
+
+
+def _handover_extra(settings: Settings) -> dict[str, Any]:
+    return {"_mlcube_ssh_follow_handover": handover_seconds(settings)} if settings.inventory else {}
+
+
+def _follow_lost_hosts(settings: Settings, job: Job, reporter: Reporter, outcome: Outcome,
+                       cancel: threading.Event, verbosity: int) -> Outcome:
+    """Follow apart, to their end, the hosts the play went on without (see handover_seconds), and fetch."""
+    now = time.time()
+    lost = {host: report for host, report in reporter.hosts.items()
+            if report.lost is not None and report.failed_step == "remote run"}
+    if not lost or cancel.is_set() or not settings.inventory:
+        return outcome
+    since = min(float(report.lost.get("since") or now) for report in lost.values() if report.lost)
+    remaining = int(settings.reconnect_timeout - (now - since))
+    if remaining <= 0:
+        return outcome
+    reporter.write(f"{name_list(sorted(lost))}: still not reachable; the other hosts went on; reconnecting for "
+                   f"up to {remaining} s more")
+    offsets = {host: dict(report.offsets or {}) for host, report in lost.items()}
+    for host, report in lost.items():
+        fresh = HostReport(run_dir=report.run_dir, run_started=report.run_started)
+        fresh.last_output.extend(report.last_output)
+        reporter.hosts[host] = fresh
+    extra = {"mlcube_ssh_follow_cursor": job.run_id or "follow", "mlcube_ssh_follow_offsets": offsets,
+             "mlcube_ssh_reconnect_timeout": remaining,
+             "mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
+    invocation = dataclasses.replace(
+        _invocation("attach", settings, job, tags=("remote_run", "fetch"), extra=extra, verbosity=verbosity),
+        limit=",".join(sorted(lost)))
+    retried = run_playbook(invocation, reporter, cancel)
+    failed_elsewhere = set(reporter.failures()) - set(lost)
+    return retried if not failed_elsewhere else dataclasses.replace(retried, rc=retried.rc or outcome.rc)
+
+
 # Steps a host can be retried from after a lost connection: nothing on it was started yet.
 BEFORE_LAUNCH = ("check", "python env", "upload", "remote configure")
 
@@ -336,6 +377,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     prune = fetched.to_prune(job.workspace)
     if prune:  # results fetched earlier that the user has deleted locally since: deleted on the host too
         extra["mlcube_ssh_prune"] = prune
+    extra.update(_handover_extra(settings))
     invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from,
                              offered=offered)
     record = records.start_record(settings, job)
@@ -343,6 +385,8 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
                           "(the task may then keep running there)")
         outcome = _with_retries(invocation, settings, reporter, signals.cancel)
+        if not job.detach:
+            outcome = _follow_lost_hosts(settings, job, reporter, outcome, signals.cancel, verbosity)
         if not signals.cancel.is_set():
             _explain_lost_hosts(settings, job, reporter)
             _remember_fetched(job, reporter)
@@ -450,9 +494,12 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
     extra: dict[str, Any] = {"mlcube_ssh_follow_cursor": uuid.uuid4().hex}
     if len(record.get("hosts") or {}) > 1:
         extra["mlcube_ssh_per_host_results"] = True
+    extra.update(_handover_extra(settings) if follow and fetch else {})
     invocation = _invocation("attach", settings, job, tags=tags, verbosity=verbosity, extra=extra)
     with interruptible() as cancel:
         outcome = run_playbook(invocation, reporter, cancel)
+        if follow and fetch:
+            outcome = _follow_lost_hosts(settings, job, reporter, outcome, cancel, verbosity)
     if cancel.is_set():
         raise Interrupted(f"stopped following run {job.run_id}; it keeps running on the hosts")
     _explain_lost_hosts(settings, job, reporter)
