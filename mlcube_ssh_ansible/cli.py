@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import click
 
-from . import __version__, assets, doctor, render, workflow
+from . import __version__, assets, doctor, render, rsync_items, workflow
 from .errors import EnvironmentProblem, Interrupted, SshAnsibleError
 from .render import Job, unsafe_yaml
 from .report import Reporter
@@ -190,8 +190,6 @@ def load(mlcube: str | None, platform: str, workspace: str | None = None, task_a
 
 # ------------------------------------------------------------------------------------------ configure --check
 
-ITEMIZED = re.compile(r"^(?P<code>[<>ch.*][fdLDS+][^ ]{9}) (?P<name>.+)$")
-DELETING = re.compile(r"^\*deleting +(?P<name>.+)$")
 MISSING_FACT = "_mlcube_ssh_python_env_missing"
 
 
@@ -203,23 +201,6 @@ class HostPlan:
     deletions: list[str] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)
     reconfigure: bool = False
-
-
-def itemized_changes(lines: Sequence[Any], prefix: str = "") -> tuple[list[str], list[str]]:
-    """Files rsync would send, and remote files it would delete, from synchronize's itemized lines."""
-    uploads: list[str] = []
-    deletions: list[str] = []
-    for line in lines:
-        if not isinstance(line, str):
-            continue
-        deleting = DELETING.match(line)
-        if deleting:
-            deletions.append(prefix + deleting.group("name"))
-            continue
-        item = ITEMIZED.match(line)
-        if item and item.group("code")[0] in "<ch" and item.group("code")[1] != "d":
-            uploads.append(prefix + item.group("name").split(" -> ")[0])
-    return uploads, deletions
 
 
 class CheckReport(Reporter):
@@ -246,7 +227,8 @@ class CheckReport(Reporter):
         if role == "mlcube_ssh_upload" and isinstance(res.get("stdout_lines"), list):
             dest = str(((res.get("invocation") or {}).get("module_args") or {}).get("dest") or "")
             prefix = "workspace/" if dest.rstrip("/").endswith("/workspace") else ""
-            uploads, deletions = itemized_changes(res["stdout_lines"], prefix)
+            changes = rsync_items.parse(res["stdout_lines"], prefix)
+            uploads, deletions = changes.sent, changes.deleted
             plan.uploads += uploads
             plan.deletions += deletions
         if role == "mlcube_ssh_remote_configure" and res.get("matched") is False:

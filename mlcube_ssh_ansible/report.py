@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from . import rsync_items
 from .secrets import mask
 
 # Role -> the step name users see. Tasks outside a role belong to the run's result.
@@ -149,9 +150,8 @@ def _reason(res: dict[str, Any]) -> str:
 
 
 def moved_files(res: dict[str, Any]) -> list[str]:
-    """Files rsync transferred, from synchronize's itemized output (`>f+++++++++ name`, `<f.st...... name`)."""
-    lines = res.get("stdout_lines") or []
-    return [line[12:].split(" -> ")[0] for line in lines if isinstance(line, str) and line[:2] in (">f", "<f")]
+    """Files rsync transferred, either way, from synchronize's result."""
+    return rsync_items.parse(res.get("stdout_lines") or []).files_moved
 
 
 def name_list(hosts: list[str], most: int = 8) -> str:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from mlcube_ssh_ansible import assets, cli, doctor, render, workflow
+from mlcube_ssh_ansible import assets, cli, doctor, render, rsync_items, workflow
 from mlcube_ssh_ansible.errors import HostFailure
 from mlcube_ssh_ansible.render import Job
 from mlcube_ssh_ansible.settings import forks_for, parse_settings
@@ -273,11 +273,14 @@ def test_check_lists_files_packages_and_configure(cube: Path, system_settings: P
 
 
 def test_itemized_changes_keep_files_and_deletions_only() -> None:
-    uploads, deletions = cli.itemized_changes(
+    changes = rsync_items.parse(
         ["sending incremental file list", "cd+++++++++ sub/", "<f.st...... sub/a b.txt", ">f+++++++++ pulled",
-         "*deleting   gone/", "*deleting   gone/x", "hf+++++++++ hard => a", 3], prefix="p/")
-    assert uploads == ["p/sub/a b.txt", "p/hard => a"]  # ">f" is a pull: never part of an upload
-    assert deletions == ["p/gone/", "p/gone/x"]
+         "*deleting   gone/", "*deleting   gone/x", "hf+++++++++ hard => a", "cL+++++++++ ln -> t", 3],
+        prefix="p/")
+    assert changes.sent == ["p/sub/a b.txt", "p/hard => a", "p/ln"]  # ">f" is a pull: never part of an upload
+    assert changes.received == ["p/pulled"]
+    assert changes.deleted == ["p/gone/", "p/gone/x"]
+    assert changes.files_moved == ["p/sub/a b.txt", "p/pulled"]
 
 
 # --------------------------------------------------------------------------------------------------- render

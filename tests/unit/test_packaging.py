@@ -73,10 +73,15 @@ def _check(requirements: list[str], overrides: list[str]) -> dict[str, object]:
 
 def test_check_requirements_applies_overrides_to_direct_dependencies() -> None:
     # This venv has mlcube 0.0.9 beside omegaconf 2.1.2 (installed as the README says).
+    from importlib.metadata import version
+
     with_override = _check(["mlcube==0.0.9", "mlcube-docker==0.0.9"], ["omegaconf>=2.1,<2.2"])
+    impossible_override = _check(["mlcube==0.0.9"], ["omegaconf==0.1"])
     without = _check(["mlcube==0.0.9"], [])
     missing_package = _check(["mlcube==0.0.9", "surely-not-installed-pkg==1.0"], ["omegaconf>=2.1,<2.2"])
 
     assert with_override["missing"] == [] and with_override["dependencies"] == []
-    assert without["dependencies"] == ["omegaconf==2.1.0"]  # mlcube's own pin, unsatisfied here
+    assert impossible_override["dependencies"] == ["omegaconf==0.1"]  # the override replaced mlcube's pin
+    # mlcube's own pin: unsatisfied beside 2.1.2 (a fresh install), satisfied in a venv an older pip made
+    assert without["dependencies"] == ([] if version("omegaconf") == "2.1.0" else ["omegaconf==2.1.0"])
     assert missing_package["missing"] == ["surely-not-installed-pkg==1.0"]
