@@ -194,8 +194,9 @@ def test_a_third_ctrl_c_aborts_and_says_what_is_left_running(tmp_path: Path, ssh
     if leftovers(ssh_host, remote_dir) != ({}, []):  # what is said must be what is true
         assert f"{ssh_host.address}: run {run_id} may still be running" in output, output
         assert f"may still be running on {ssh_host.address} in {where}" in output, output
-    else:
-        assert f"{ssh_host.address}: run {run_id} stopped" in output, output
+    else:  # the stop may have done its work before the abort ended the play that waited for its answer
+        assert (f"{ssh_host.address}: run {run_id} stopped" in output
+                or f"{ssh_host.address}: run {run_id} may still be running: the cancel was aborted" in output), output
     assert "the remote task was stopped" not in output
     assert list((tmp_path / "tmp").iterdir()) == []
 
