@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -114,5 +115,13 @@ def test_virtualenv_with_current_pip_still_gets_mlcube(tmp_path: Path, ssh_host:
     settings = platform_settings(settings_file(ssh_host, interpreter={"location": venvs, "name": "fresh"}))
     workflow.configure(settings, Job(str(cube), str(cube / "workspace")), reporter=quiet_reporter())
 
-    shown = remote(ssh_host, f"{venvs}/fresh/bin/python", "-m", "pip", "show", "mlcube", "mlcube-docker", check=True)
-    assert "Version: 0.0.9" in shown.stdout
+    shown = remote(ssh_host, f"{venvs}/fresh/bin/python", "-m", "pip", "list", "--format=json", check=True)
+    versions = {entry["name"].lower(): entry["version"] for entry in json.loads(shown.stdout)}
+    assert versions["mlcube"] == "0.0.9" and versions["mlcube-docker"] == "0.0.9"
+    # The requirements went in --no-deps, their dependencies with the omegaconf override; pip stayed current.
+    assert versions["omegaconf"].startswith("2.1.") and versions["omegaconf"] != "2.1.0"
+    assert int(versions["pip"].split(".")[0]) >= 24, "pip was downgraded"
+    lines: list[str] = []
+    again = dataclasses.replace(settings, skip_unchanged=False)
+    workflow.configure(again, Job(str(cube), str(cube / "workspace")), reporter=Reporter(write=lines.append))
+    assert any(": python env ok" in line for line in lines), lines  # nothing left to install

@@ -1,5 +1,7 @@
 """The install path a user takes, with today's pip: the README's commands in a fresh virtualenv, then a cube.
 
+(A host whose own pip is current: tests/integration/test_configure_run.py.)
+
 mlcube 0.0.9 pins omegaconf==2.1.0, whose metadata pip >= 24.1 rejects; these tests fail when the documented
 install stops working with the newest pip, breaks an existing MLCube install, or the remote side can't install
 MLCube with a current pip.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import REPO_ROOT, SshHost, example_cube, remote
+from tests.hosts import REPO_ROOT, SshHost, example_cube
 
 from .conftest import PLAIN_PATH, user_env
 
@@ -112,31 +114,6 @@ def test_readme_install_keeps_an_existing_mlcube_install(tmp_path: Path) -> None
     assert changed == {}, f"installing mlcube-ssh-ansible changed the existing install: {changed}"
     sh([str(bin_dir / "python"), "-c", "import mlcube_ssh_ansible.runner, mlcube_docker"])
     sh([str(bin_dir / "mlcube"), "--help"])
-
-
-def test_remote_virtualenv_with_a_current_pip_gets_mlcube(tmp_path: Path, ssh_host: SshHost, settings_file,
-                                                          mlcube_cli) -> None:
-    """A host whose pip is current: the requirements go in with --no-deps, their dependencies with the
-    override, and pip is left as the host has it."""
-    remote(ssh_host, "rm", "-rf", ".venvs/pip-current", check=True)
-    remote(ssh_host, "/usr/bin/python3", "-m", "venv", ".venvs/pip-current", check=True)
-    remote(ssh_host, ".venvs/pip-current/bin/python", "-m", "pip", "install", "-q", "--upgrade", "pip",
-           check=True)
-    settings_file(ssh_host, interpreter={"name": "pip-current"})
-    cube = example_cube(tmp_path)
-
-    first = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
-    assert first.returncode == 0, first.stdout + first.stderr
-    second = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible", "-Prunner.skip_unchanged=false")
-    assert second.returncode == 0, second.stdout + second.stderr
-
-    listed = remote(ssh_host, ".venvs/pip-current/bin/python", "-m", "pip", "list", "--format=json", check=True)
-    remote_versions = {entry["name"].lower(): entry["version"] for entry in json.loads(listed.stdout)}
-    assert remote_versions["mlcube"] == "0.0.9" and remote_versions["mlcube-docker"] == "0.0.9"
-    assert remote_versions["omegaconf"].startswith("2.1.") and remote_versions["omegaconf"] != "2.1.0"
-    assert tuple(int(part) for part in remote_versions["pip"].split(".")[:2]) >= (24, 1), "pip was downgraded"
-    assert "python env changed" in first.stdout
-    assert "python env changed" not in second.stdout and "python env ok" in second.stdout, second.stdout
 
 
 def test_readme_uv_command_installs_it(tmp_path: Path) -> None:
