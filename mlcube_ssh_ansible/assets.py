@@ -1,4 +1,4 @@
-"""Find the packaged playbooks and roles, and the Ansible pieces they need on this controller."""
+"""Find the packaged collection mlcube.ssh (playbooks, roles, plugins), and the Ansible pieces it needs here."""
 
 from __future__ import annotations
 
@@ -23,31 +23,52 @@ POSIX_FIX = (
 MLCUBE_INSTALL_HINT = "install it with `pip install --no-deps mlcube==0.0.9` (README: Install)"
 
 
+# The Ansible side is the collection mlcube.ssh, whose root is the repository's root. The package carries it as
+# ansible_collections/mlcube/ssh/ (in a checkout: links to the top-level galaxy.yml, meta/, plugins/, roles/ and
+# playbooks/; in the wheel: copies), so the package folder is a collections path for Ansible.
+COLLECTION = "mlcube.ssh"
+
+
+def collection_dir() -> Path:
+    """The collection mlcube.ssh inside this package."""
+    return _PACKAGE / "ansible_collections" / "mlcube" / "ssh"
+
+
 def playbook(name: str) -> Path:
-    """Absolute path of a packaged playbook (`configure`, `run`)."""
-    path = _PACKAGE / "playbooks" / f"{name}.yml"
+    """Absolute path of one of the collection's playbooks (`configure`, `run`, ...)."""
+    path = collection_dir() / "playbooks" / f"{name}.yml"
     if not path.is_file():
         raise EnvironmentProblem(f"playbook {path} is missing: the mlcube-ssh-ansible install is broken")
     return path
 
 
 def roles_dir() -> Path:
-    """The packaged roles folder (in a checkout: the top-level `roles/`, through a symlink)."""
-    return _PACKAGE / "roles"
+    """The collection's roles folder."""
+    return collection_dir() / "roles"
 
 
-def callback_plugins_dir() -> Path:
-    """Our Ansible callback plugins (the lifeline that ends ansible-playbook with its parent)."""
-    return _PACKAGE / "callback_plugins"
+def plugins_dir() -> Path:
+    """The collection's plugins folder (modules, action, lookup, callback)."""
+    return collection_dir() / "plugins"
+
+
+def configured_collection_paths() -> list[str]:
+    """The collections paths Ansible would use here without us: the environment's, else Ansible's defaults."""
+    configured = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get("ANSIBLE_COLLECTIONS_PATHS")
+    return [p for p in configured.split(os.pathsep) if p] if configured else [
+        "~/.ansible/collections", "/usr/share/ansible/collections"
+    ]
+
+
+def ansible_collections_path() -> str:
+    """ANSIBLE_COLLECTIONS_PATH for our runs: this package's mlcube.ssh first (so another installed version never
+    wins), then the usual paths (ansible.posix; Ansible also scans sys.path, where the `ansible` package has it)."""
+    return os.pathsep.join([str(_PACKAGE), *configured_collection_paths()])
 
 
 def collection_paths() -> list[Path]:
     """Where ansible-playbook (run with this Python) looks for collections."""
-    configured = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get("ANSIBLE_COLLECTIONS_PATHS")
-    paths = configured.split(os.pathsep) if configured else [
-        "~/.ansible/collections", "/usr/share/ansible/collections"
-    ]
-    return [Path(p).expanduser() for p in paths + sys.path if p]
+    return [Path(p).expanduser() for p in configured_collection_paths() + sys.path if p]
 
 
 def check_controller(needs_sshpass: bool = False) -> None:

@@ -278,9 +278,9 @@ def without_secrets(value: Any, dropped: list[str]) -> Any:
 
 
 def checkout_root() -> Path | None:
-    """The source checkout this package runs from (its ansible.cfg, playbooks/ and roles/), if any."""
+    """The source checkout this package runs from (the collection's root, with its ansible.cfg), if any."""
     root = Path(assets.__file__).resolve().parent.parent
-    parts = (root / "ansible.cfg", root / "playbooks" / "run.yml", root / "roles" / "mlcube_ssh_upload")
+    parts = (root / "ansible.cfg", root / "galaxy.yml", root / "playbooks" / "run.yml")
     return root if all(part.exists() for part in parts) else None
 
 
@@ -293,12 +293,14 @@ def playbook_commands(settings: Settings, inventory: Path, extravars: Path,
     root = checkout_root()
     commands = []
     for name in playbooks:
+        # The collection's playbook by name; ansible.cfg (the checkout's, or the package's copy) puts this
+        # package's collection first on the collections path.
+        playbook = f"{assets.COLLECTION}.{name}"
         if root is not None:
-            prefix, playbook = f"cd {shlex.quote(str(root))} && ", f"playbooks/{name}.yml"
-        else:  # an installed package: its own ansible.cfg points Ansible at its roles
+            prefix = f"cd {shlex.quote(str(root))} && "
+        else:
             package = Path(assets.__file__).resolve().parent
             prefix = f"ANSIBLE_CONFIG={shlex.quote(str(package / 'ansible.cfg'))} "
-            playbook = str(package / "playbooks" / f"{name}.yml")
         forks = str(forks_for(settings, name))
         argv = [ansible_playbook, *sources, playbook, "-e", f"@{extravars}", "--forks", forks]
         if settings.password_env or settings.password_prompt:
@@ -326,7 +328,7 @@ def write_rendered(loaded: Loaded, job: Job, out: Path,
     # The ssh ControlPath lives here; the CLI creates it before each run, and so does render for the commands.
     Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     names = ["configure", "run"] if job.tasks else ["configure"]
-    if job.tasks and (Path(assets.__file__).resolve().parent / "playbooks" / "cancel.yml").is_file():
+    if job.tasks and (assets.collection_dir() / "playbooks" / "cancel.yml").is_file():
         names.append("cancel")  # Ctrl-C on plain ansible-playbook leaves the remote task running
     commands = playbook_commands(loaded.settings, inventory_file, extravars_file, names)
     write(f"wrote {inventory_file} and {extravars_file}")

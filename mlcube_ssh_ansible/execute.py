@@ -60,7 +60,8 @@ def environment(host_key_checking: bool) -> dict[str, str]:
     return {
         "PATH": assets.ansible_bin_dir() + os.pathsep + os.environ.get("PATH", os.defpath),
         "ANSIBLE_HOST_KEY_CHECKING": str(host_key_checking),
-        "ANSIBLE_ROLES_PATH": str(assets.roles_dir()),
+        # The collection mlcube.ssh (playbooks, roles, plugins) from this package, then the usual paths.
+        "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_GATHERING": "explicit",
         "ANSIBLE_NOCOLOR": "1",
@@ -70,9 +71,8 @@ def environment(host_key_checking: bool) -> dict[str, str]:
         "ANSIBLE_PIPELINING": "True",
         # Templated task arguments (a secret, once looked up) never go into events or artifacts.
         "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "False",
-        # Ends ansible-playbook if this process dies; ansible-runner adds its own callback folder after ours.
-        "ANSIBLE_CALLBACK_PLUGINS": str(assets.callback_plugins_dir()),
-        "ANSIBLE_CALLBACKS_ENABLED": "mlcube_ssh_lifeline",
+        # Ends ansible-playbook if this process dies (the collection's callback plugin).
+        "ANSIBLE_CALLBACKS_ENABLED": "mlcube.ssh.lifeline",
     }
 
 

@@ -141,10 +141,15 @@ def upload_listing(job: Job) -> Listing:
     return listing
 
 
+# The collection's files that decide what an upload does: the role and the plugins its tasks call.
+UPLOAD_RULES = ("roles/mlcube_ssh_upload", "plugins/action/synchronize.py", "plugins/modules/prune.py")
+
+
 def upload_digest(settings: Settings, job: Job, exclude_from: str = "", listing: Listing | None = None) -> str:
     """The upload's inputs as one digest: the listing, the settings, and this tool's upload rules."""
     summary = _inputs(settings, exclude_from)
-    summary.update(_path_digest(assets.roles_dir() / "mlcube_ssh_upload").encode())
+    for rules in UPLOAD_RULES:
+        summary.update(_path_digest(assets.collection_dir() / rules).encode())
     return _digest_of(summary, upload_listing(job) if listing is None else listing)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint everything: ruff (Python style and bugs), mypy (types, config in pyproject.toml), ansible-lint
-# (production profile) on the playbooks and roles. Installs the linters into .venv when missing, without
+# (production profile) on the collection's playbooks and roles. Installs the linters into .venv when missing, without
 # letting ansible-lint move ansible-core (2.19.x is the newest that supports Python 3.11).
 # Runs all three even when one fails; exits non-zero when any failed. Arguments are ignored.
 set -uo pipefail
@@ -60,11 +60,14 @@ run() {
     fi
 }
 
-# The action plugin runs on the controller (unlike the roles' modules), so it is held to the shim's rules.
-run ruff .venv/bin/ruff check mlcube_ssh_ansible tests roles/mlcube_ssh_upload/action_plugins
+# The collection's action, lookup and callback plugins run on the controller, so they are held to the shim's
+# rules. Its modules and the roles' scripts run on the hosts, with Python 3.8 and up: ruff checks them for
+# errors and for syntax newer than 3.8.
+run ruff .venv/bin/ruff check mlcube_ssh_ansible tests plugins/action plugins/lookup plugins/callback
+run ruff-remote .venv/bin/ruff check --target-version py38 --select E,F,W,B --ignore B904,E402 \
+    plugins/modules roles/*/files
 run mypy .venv/bin/mypy
-run ansible-lint env ANSIBLE_ROLES_PATH="$PWD/roles" .venv/bin/ansible-lint --profile production --nocolor \
-    playbooks roles
+run ansible-lint .venv/bin/ansible-lint --profile production --nocolor playbooks roles
 
 if ((${#failed[@]})); then
     printf '\nlint: failed: %s\n' "${failed[*]}"

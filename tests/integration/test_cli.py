@@ -153,15 +153,16 @@ def test_render_then_plain_ansible_playbook_brings_the_results_back(tmp_path: Pa
     auto_forks = min(max(controller_cpus(), 2), 20)  # forks: auto; configure keeps 20 (unit-tested)
     expected = [
         f"cd {shlex.quote(str(REPO_ROOT))} && " + shlex.join([
-            str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), f"playbooks/{name}.yml",
+            str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), f"mlcube.ssh.{name}",
             "-e", f"@{extravars}", "--forks", "20" if name == "configure" else str(auto_forks)])
         for name in ("configure", "run", "cancel")
     ]
     assert printed == expected, rendered.stdout
 
-    # Plain ansible-playbook from the repository root, as printed; host key checking stays on.
+    # Plain ansible-playbook from the repository root, as printed (the collection's playbooks by name, found
+    # through the checkout's ansible.cfg); host key checking stays on.
     for name in ("configure", "run"):
-        argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), f"playbooks/{name}.yml",
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), f"mlcube.ssh.{name}",
                 "-e", f"@{extravars}"]
         played = subprocess.run(argv, cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True,
                                 timeout=600, stdin=subprocess.DEVNULL)

@@ -1,4 +1,4 @@
-"""mlcube_ssh_synchronize is ansible.posix.synchronize with the module run inside the worker: the same
+"""mlcube.ssh.synchronize is ansible.posix.synchronize with the module run inside the worker: the same
 command line, result and failures, no module process (and its local temporary files), and the usual way
 whenever a task asks for something a worker cannot give (here: `environment:`)."""
 
@@ -12,18 +12,15 @@ from pathlib import Path
 import pytest
 
 from mlcube_ssh_ansible import assets
-from tests.hosts import REPO_ROOT
 
 from .conftest import VENV_BIN
 
 pytestmark = pytest.mark.integration
 
-PLUGINS = REPO_ROOT / "roles" / "mlcube_ssh_upload" / "action_plugins"
-
-
 def adhoc(module: str, args: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """`ansible localhost -m MODULE` on the local connection, with one-line JSON results."""
-    env = {**os.environ, "ANSIBLE_ACTION_PLUGINS": str(PLUGINS), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
+           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.oneline", "ANSIBLE_LOCALHOST_WARNING": "False",
            "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run([str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", module, "-a", args, *extra],
@@ -45,7 +42,7 @@ def test_same_transfer_and_result_as_synchronize_without_a_module_process(tmp_pa
     (source / "a.txt").write_text("a\n")
     (source / "sub" / "b.txt").write_text("b\n")
     results = {}
-    for module in ("mlcube_ssh_synchronize", "ansible.posix.synchronize"):
+    for module in ("mlcube.ssh.synchronize", "ansible.posix.synchronize"):
         dest = tmp_path / module
         args = f"src={source}/ dest={dest}/ archive=true delete=true"
         checked = adhoc(module, args, "--check", "-vvv")
@@ -57,11 +54,11 @@ def test_same_transfer_and_result_as_synchronize_without_a_module_process(tmp_pa
         results[module] = (result_of(checked), result_of(done), result_of(again), done.stdout)
         assert tree(dest) == tree(source)
 
-    ours, theirs = results["mlcube_ssh_synchronize"], results["ansible.posix.synchronize"]
+    ours, theirs = results["mlcube.ssh.synchronize"], results["ansible.posix.synchronize"]
     for index in range(3):
         mine, posix = ours[index], theirs[index]
         assert mine["changed"] == posix["changed"]
-        assert str(mine["cmd"]).replace("mlcube_ssh_synchronize", "X") == \
+        assert str(mine["cmd"]).replace("mlcube.ssh.synchronize", "X") == \
             str(posix["cmd"]).replace("ansible.posix.synchronize", "X")
     assert [r["changed"] for r in ours[:3]] == [True, True, False]  # idempotent: the second run changes nothing
     assert "AnsiballZ_synchronize" in theirs[3]  # synchronize starts a module process ...
@@ -69,11 +66,11 @@ def test_same_transfer_and_result_as_synchronize_without_a_module_process(tmp_pa
 
 
 def test_rsync_failure_is_the_task_failure(tmp_path: Path) -> None:
-    failed = adhoc("mlcube_ssh_synchronize", f"src={tmp_path}/missing/ dest={tmp_path}/dest/")
+    failed = adhoc("mlcube.ssh.synchronize", f"src={tmp_path}/missing/ dest={tmp_path}/dest/")
     assert failed.returncode != 0
     result = result_of(failed)
     assert result["rc"] == 23 and "missing" in str(result["msg"]), result
-    bad = adhoc("mlcube_ssh_synchronize", f"src={tmp_path}/ dest={tmp_path}/dest/ bogus=1")
+    bad = adhoc("mlcube.ssh.synchronize", f"src={tmp_path}/ dest={tmp_path}/dest/ bogus=1")
     assert bad.returncode != 0 and "Unsupported parameters" in bad.stdout, bad.stdout
 
 
@@ -86,10 +83,11 @@ def test_a_task_environment_gets_the_usual_module_process(tmp_path: Path) -> Non
   connection: local
   gather_facts: false
   tasks:
-    - mlcube_ssh_synchronize: {{src: "{tmp_path}/src/", dest: "{tmp_path}/dest/"}}
+    - mlcube.ssh.synchronize: {{src: "{tmp_path}/src/", dest: "{tmp_path}/dest/"}}
       environment: {{RSYNC_EXAMPLE: "1"}}
 """)
-    env = {**os.environ, "ANSIBLE_ACTION_PLUGINS": str(PLUGINS), "ANSIBLE_LOCALHOST_WARNING": "False"}
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
+           "ANSIBLE_LOCALHOST_WARNING": "False"}
     ran = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-vvv",
                           "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}"],
                          capture_output=True, text=True, env=env, check=False, timeout=120)
@@ -101,7 +99,7 @@ def test_a_task_environment_gets_the_usual_module_process(tmp_path: Path) -> Non
 def test_without_ansible_posix_the_task_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANSIBLE_COLLECTIONS_PATH", str(tmp_path / "no-collections"))
     monkeypatch.setenv("ANSIBLE_COLLECTIONS_SCAN_SYS_PATH", "False")  # hides the `ansible` package's copy
-    missing = adhoc("mlcube_ssh_synchronize", f"src={tmp_path}/ dest={tmp_path}/dest/")
+    missing = adhoc("mlcube.ssh.synchronize", f"src={tmp_path}/ dest={tmp_path}/dest/")
     assert missing.returncode != 0
     message = str(result_of(missing)["msg"])
     assert message == f"the Ansible collection ansible.posix is missing: {assets.POSIX_FIX}"  # the shim's words

@@ -304,7 +304,7 @@ def test_render_writes_what_the_workflow_would_run(cube: Path, tmp_path: Path, s
     assert f"cd {root} && " in result.stdout
     for name in ("configure", "run"):
         forks = forks_for(settings, name)
-        assert (f"-i {out}/inventory.yml playbooks/{name}.yml -e @{out}/extravars.yml --forks {forks}"
+        assert (f"-i {out}/inventory.yml mlcube.ssh.{name} -e @{out}/extravars.yml --forks {forks}"
                 in result.stdout), result.stdout
     assert playbook in result.stdout or "ansible-playbook -i" in result.stdout
 
@@ -313,7 +313,7 @@ def test_render_without_a_task_renders_configure_only(cube: Path, tmp_path: Path
                                                       system_settings: Path) -> None:
     result = invoke("render", f"--mlcube={cube}", f"--out={tmp_path / 'r'}")
     assert result.exit_code == 0, result.output
-    assert "playbooks/configure.yml" in result.stdout and "playbooks/run.yml" not in result.stdout
+    assert "mlcube.ssh.configure" in result.stdout and "mlcube.ssh.run" not in result.stdout
     assert "give --task" in result.stdout and "hello, fail, sleep" in result.stdout
     assert yaml.safe_load((tmp_path / "r" / "extravars.yml").read_text())["mlcube_ssh_tasks"] == []
 
@@ -331,7 +331,7 @@ def test_render_names_the_users_inventory_and_keeps_passwords_out(
     out = tmp_path / "r"
     result = invoke("render", f"--mlcube={cube}", "--task=hello", f"--out={out}")
     assert result.exit_code == 0, result.output
-    assert f"-i {out}/inventory.yml -i {theirs} playbooks/run.yml" in result.stdout
+    assert f"-i {out}/inventory.yml -i {theirs} mlcube.ssh.run" in result.stdout
     assert "--ask-pass" in result.stdout
     for name in ("inventory.yml", "extravars.yml"):
         assert "s3cret" not in (out / name).read_text()

@@ -1,4 +1,4 @@
-"""mlcube_ssh_prune, run as Ansible runs a module (its own process, arguments as JSON), on local folders."""
+"""mlcube.ssh.prune, run as Ansible runs a module (its own process, arguments as JSON), on local folders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-MODULE = ROOT / "roles" / "mlcube_ssh_upload" / "library" / "mlcube_ssh_prune.py"
+MODULE = ROOT / "plugins" / "modules" / "prune.py"
 
 
 def prune(tmp_path: Path, root: Path, files: list[list[Any]]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from mlcube_ssh_ansible.report import Reporter
 from mlcube_ssh_ansible.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-LOOKUP = ROOT / "roles" / "mlcube_ssh_remote_run" / "lookup_plugins" / "mlcube_ssh_secret.py"
-LAUNCH = ROOT / "roles" / "mlcube_ssh_remote_run" / "library" / "mlcube_ssh_launch.py"
+LOOKUP = ROOT / "plugins" / "lookup" / "secret.py"
+LAUNCH = ROOT / "plugins" / "modules" / "launch.py"
 
 
 def load(path: Path) -> ModuleType:
@@ -101,7 +101,3 @@ def test_reporter_masks_every_line_and_reason() -> None:
     reporter._fail("h", "remote run", "failed with tok-123")
     assert lines[0] == "value ******** here" and "tok-123" not in reporter.hosts["h"].reason
 
-
-def test_the_lookup_plugin_copies_are_the_same() -> None:
-    copies = {path.read_text() for path in (ROOT / "roles").glob("*/lookup_plugins/mlcube_ssh_secret.py")}
-    assert len(copies) == 1

@@ -4,20 +4,20 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: mlcube_ssh_follow
-short_description: Read new output of a command started by mlcube_ssh_launch
+module: follow
+short_description: Read new output of a command started by mlcube.ssh.launch
 description:
   - Returns the complete lines the command wrote to C(stdout.log) and C(stderr.log) in O(run_dir) after the
     byte O(offsets) the caller already has, and the new offsets, waiting up to O(wait) seconds for some.
   - The read position lives with the caller, not on the host, so a call whose answer was lost with the
     connection is simply asked again from the same offsets: nothing is skipped and nothing is sent twice.
-    The C(mlcube_ssh_follow) action plugin passes the offsets of the previous answer of the same C(until)
+    The C(mlcube.ssh.follow) action plugin passes the offsets of the previous answer of the same C(until)
     loop and asks again after a lost connection.
   - Reports C(done) and the exit code C(rc) once the command has ended and all output was returned, and
     C(died) when the command is gone without an exit code (killed with its supervisor, or the host rebooted).
   - Never changes anything on the host.
 options:
-  run_dir: {type: path, required: true, description: The run folder given to mlcube_ssh_launch.}
+  run_dir: {type: path, required: true, description: The run folder given to mlcube.ssh.launch.}
   offsets: {type: dict, default: {}, description: 'Bytes of each stream already read (C(stdout), C(stderr)).'}
   cursor: {type: str, default: default, description: Name of this reader; returned as it is.}
   wait: {type: float, default: 5.0, description: Most seconds to wait for new output or the end.}

@@ -3,14 +3,15 @@
 
 Run by mlcube-ssh-ansible, Ansible's environment does not hold the values (ansible-runner writes that whole
 environment into its artifacts): the runner's own process serves them over a Unix socket in its private
-folder or Linux's abstract namespace (only the same user may use it), named by MLCUBE_SSH_SECRETS_SOCKET, and only the names it offers (its `secrets` setting). Run by
-plain ansible-playbook, the values come from ansible-playbook's own environment.
+folder or Linux's abstract namespace (only the same user may use it), named by MLCUBE_SSH_SECRETS_SOCKET,
+and only the names it offers (its `secrets` setting). Run by plain ansible-playbook, the values come from
+ansible-playbook's own environment.
 """
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-name: mlcube_ssh_secret
+name: secret
 short_description: Values of controller environment variables named as secrets, as one dict
 description:
   - Returns one dict, name -> value, for the names given as terms. A name that is not set fails with a
@@ -52,7 +53,7 @@ def _ask(path: str, names: list[str]) -> dict[str, Any]:
 
 
 class LookupModule(LookupBase):
-    """lookup('mlcube_ssh_secret', 'HF_TOKEN', 'WANDB_API_KEY') -> {'HF_TOKEN': ..., 'WANDB_API_KEY': ...}"""
+    """lookup('mlcube.ssh.secret', 'HF_TOKEN', 'WANDB_API_KEY') -> {'HF_TOKEN': ..., 'WANDB_API_KEY': ...}"""
 
     def run(self, terms: list[Any], variables: dict[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         self.set_options(var_options=variables, direct=kwargs)

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: mlcube_ssh_paths
+module: paths
 short_description: Expand and check the remote paths of mlcube-ssh-ansible in one call
 description:
   - Expands C(~) in O(remote_root) and O(venv_location) to the remote user's home and returns the cube
     folder, its workspace, the state folder and the Python that runs MLCube, with whether it exists.
   - With O(create), creates the cube folder (like C(mkdir -p)); changed only when it did not exist.
     The folders it creates (O(remote_root), the state folders below it, and for a virtualenv its parent
-    O(venv_location)) are private: mode 0700, or 2750 and group O(group). Those
+    O(venv_location)) are private, with mode 0700, or 2750 and group O(group). Those
     that exist already and belong to the remote user are made_private to that mode; the others (the home
     folder itself, folders of other users, C(/)) are left as they are, with a warning naming them
     when other users can enter them.
@@ -41,9 +41,16 @@ remote_workspace: {description: The cube's remote workspace., returned: always, 
 state_dir: {description: Folder for this cube's fingerprints, locks and runs., returned: always, type: str}
 venv_dir: {description: The virtualenv folder (virtualenv type)., returned: always, type: str}
 env_python: {description: Python that runs MLCube., returned: always, type: str}
-env_python_exists: {description: Whether env_python exists (a bare name is looked up on PATH)., returned: always, type: bool}
+env_python_exists:
+  description: Whether env_python exists (a bare name is looked up on PATH).
+  returned: always
+  type: bool
 synced: {description: The last run's upload stamp, or an empty string., returned: always, type: str}
-made_private: {description: Folders created, or whose mode (or group) was changed to the private one., returned: always, type: list}
+made_private:
+  description: Folders created, or whose mode (or group) was changed to the private one.
+  returned: always
+  type: list
+  elements: str
 """
 
 import grp

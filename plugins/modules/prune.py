@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: mlcube_ssh_prune
+module: prune
 short_description: Delete remote workspace files that were fetched and are gone locally
 description:
   - Each entry of O(files) names a file below O(root) as a fetch brought it to the controller, with its size

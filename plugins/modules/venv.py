@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: mlcube_ssh_venv
+module: venv
 short_description: Check, repair and create the virtualenv that runs MLCube, without root
 description:
   - With O(interpreter_type=virtualenv), looks at O(venv_dir) and repairs what a failed or interrupted attempt

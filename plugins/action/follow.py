@@ -1,5 +1,5 @@
 # Copyright: mlcube-ssh-ansible developers. Apache-2.0.
-"""Action of mlcube_ssh_follow: carries the read position from one call of the `until` loop to the next, and
+"""Action of mlcube.ssh.follow: carries the read position from one call of the `until` loop to the next, and
 rides out a lost connection.
 
 The read position lives here on the controller, in the previous answer of the same loop (Ansible hands the
@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
-MODULE = "mlcube_ssh_follow"
+MODULE = "mlcube.ssh.follow"
 MAX_BACKOFF = 30.0
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: mlcube_ssh_stamp
+module: stamp
 short_description: Tell whether a directory and some settings changed since they were last recorded
 description:
   - Computes a SHA-256 over every entry's relative path, type, size, modification time and link

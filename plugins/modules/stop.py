@@ -1,10 +1,10 @@
 #!/usr/bin/python
-"""Stop a command started by mlcube_ssh_launch: its process group, and the Docker containers it started."""
+"""Stop a command started by mlcube.ssh.launch: its process group, and the Docker containers it started."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: mlcube_ssh_stop
+module: stop
 short_description: Stop a launched MLCube run and the containers it started
 description:
   - Sends SIGTERM to the run's process group, waits up to O(grace) seconds, then SIGKILL.
@@ -13,7 +13,7 @@ description:
   - With O(docker), also kills the running containers that bind-mount a path below O(mounts_below)
     (MLCube's docker runner starts containers that outlive a killed C(docker run) client).
 options:
-  run_dir: {type: path, required: true, description: The run folder given to mlcube_ssh_launch.}
+  run_dir: {type: path, required: true, description: The run folder given to mlcube.ssh.launch.}
   grace: {type: float, default: 10.0, description: Seconds between SIGTERM and SIGKILL.}
   docker: {type: str, default: '', description: Docker executable; empty for non-Docker platforms.}
   mounts_below: {type: path, description: Kill containers with a bind mount below this folder.}

@@ -15,7 +15,7 @@ import sys
 from ansible.plugins.callback import CallbackBase
 
 DOCUMENTATION = """
-name: mlcube_ssh_lifeline
+name: lifeline
 type: aggregate
 short_description: End ansible-playbook when its parent process dies (Linux)
 description:
@@ -29,7 +29,7 @@ _PR_SET_PDEATHSIG = 1
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
-    CALLBACK_NAME = "mlcube_ssh_lifeline"
+    CALLBACK_NAME = "mlcube.ssh.lifeline"
     CALLBACK_NEEDS_ENABLED = True
 
     def __init__(self) -> None:

@@ -83,7 +83,7 @@ class ActionModule(SynchronizeAction):
                 result["msg"] = (f"{result.get('msg') or 'rsync failed'} (connection lost; not back within "
                                  f"reconnect_timeout, {timeout:g} s)")
                 break
-            display.vv(f"mlcube_ssh_synchronize: connection lost (rsync exit code {result.get('rc')}); "
+            display.vv(f"mlcube.ssh.synchronize: connection lost (rsync exit code {result.get('rc')}); "
                        f"trying again, attempt {tries + 1}")
             time.sleep(min(left, MAX_BACKOFF, 2.0 ** (tries - 1)))
         if tries:
@@ -122,7 +122,7 @@ class ActionModule(SynchronizeAction):
             basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": module_args}).encode()
             basic._ANSIBLE_PROFILE = "legacy"  # ansible-core >= 2.19 reads it; older ones ignore it
         except Exception as error:  # noqa: BLE001 - anything unexpected: the usual way still works
-            display.vvv(f"mlcube_ssh_synchronize: running the module in a process of its own ({error!r})")
+            display.vvv(f"mlcube.ssh.synchronize: running the module in a process of its own ({error!r})")
             return None
         output = io.StringIO()
         try:
@@ -131,14 +131,14 @@ class ActionModule(SynchronizeAction):
         except SystemExit:
             pass  # exit_json and fail_json end with sys.exit after printing the result
         except Exception as error:  # noqa: BLE001 - rsync is idempotent: the usual way may run it again
-            display.vvv(f"mlcube_ssh_synchronize: the in-process module failed ({error!r}); running it again "
+            display.vvv(f"mlcube.ssh.synchronize: the in-process module failed ({error!r}); running it again "
                         "in a process of its own")
             return None
         finally:
             basic._ANSIBLE_ARGS = None
         text = output.getvalue()
         if "{" not in text:
-            display.vvv("mlcube_ssh_synchronize: no result from the in-process module; running it again")
+            display.vvv("mlcube.ssh.synchronize: no result from the in-process module; running it again")
             return None
         # Parsed the way a module process's output is (warnings, result tagging of this ansible-core).
         res = {"rc": 0, "stdout": text, "stderr": ""}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: mlcube_ssh_launch
+module: launch
 short_description: Start a command that outlives the SSH connection, logging to a run folder
 description:
   - Starts O(argv) (no shell) in O(chdir) in a new session, detached from the connection, so a dropped
@@ -93,7 +93,7 @@ MASK = b"********"
 # from the client's own environment), and --rm makes the engine drop the container's configuration (which
 # holds the environment) when it ends. Names only ever come from the module's validated option.
 WRAPPER = """#!/bin/sh
-# mlcube-ssh-ansible: pass the run's secrets to containers by name only (see mlcube_ssh_launch).
+# mlcube-ssh-ansible: pass the run's secrets to containers by name only (see mlcube.ssh.launch).
 PATH="$MLCUBE_SSH_REAL_PATH"
 export PATH
 engine="${0##*/}"

@@ -1,1 +1,0 @@
-../../mlcube_ssh_upload/action_plugins/mlcube_ssh_synchronize.py

@@ -1,1 +1,0 @@
-../../mlcube_ssh_preflight/lookup_plugins/mlcube_ssh_secret.py
