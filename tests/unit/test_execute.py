@@ -57,3 +57,22 @@ def test_only_the_newest_kept_folders_stay(failing: Invocation, monkeypatch: pyt
 
     assert [folder.exists() for folder in kept] == [False, True, True]
     assert sorted(kept[0].parent.iterdir()) == sorted(kept[1:])
+
+
+def test_the_shims_environment_loads_the_collections_callback(tmp_path: Path) -> None:
+    """The lifeline (ends ansible-playbook with its parent) comes from the package's collection mlcube.ssh:
+    a name Ansible cannot load would only be a warning, so the load itself is asserted."""
+    import os
+    import subprocess
+
+    from mlcube_ssh_ansible import assets
+
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(FAILING_PLAY.replace("ansible.builtin.fail", "ansible.builtin.debug"))
+    ran = subprocess.run([str(Path(assets.ansible_bin_dir(), "ansible-playbook")), "-i", "localhost,",
+                          str(playbook), "-vvvv"], capture_output=True, text=True, check=False, cwd=tmp_path,
+                         env={**os.environ, **execute.environment(True)})
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    loaded = [line for line in ran.stdout.splitlines() if line.startswith("Loading callback plugin mlcube.ssh.")]
+    assert loaded == [f"Loading callback plugin mlcube.ssh.lifeline of type aggregate, v2.0 from "
+                      f"{assets.plugins_dir() / 'callback' / 'lifeline.py'}"], ran.stdout
