@@ -20,13 +20,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import assets, credentials, fetched, fingerprint, records, secrets, upload
-from .errors import HostFailure, Interrupted, SettingsError
+from . import assets, credentials, secrets, upload
+from .errors import HostFailure, Interrupted
 from .execute import Invocation, Outcome, run_playbook
 from .fleet import FleetReporter
 from .render import Job, remote_name, render
 from .report import HOST_KEY_HINT, HostReport, Reporter, group_by_reason, name_list
 from .settings import Settings, forks_for
+from .state import State
 
 
 def new_run_id() -> str:
@@ -333,21 +334,20 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
     reporter = _reporter(settings, reporter, verbosity)
     _warn_size(job, reporter)
     exclude_from = _exclude_from(job)
-    current = fingerprint.digest(settings, job, exclude_from)
-    if settings.skip_unchanged and not check and fingerprint.unchanged(settings, job, current):
+    state = State(settings, job, exclude_from)
+    if state.configure_skippable(check):
         reporter.write(f"{settings.host or settings.hosts}: nothing changed since the last configure; hosts not "
                        "contacted (skip_unchanged: false checks them anyway)")
         return Outcome(status="skipped", rc=0)
-    prune = fetched.to_prune(job.workspace)
     invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity,
-                             exclude_from=exclude_from, extra={"mlcube_ssh_prune": prune} if prune else None)
+                             exclude_from=exclude_from, extra=state.prune_vars())
     with interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if cancel.is_set():
         raise Interrupted("configure interrupted; the remote hosts may be half-configured: run configure again")
     outcome = _finish("configure", outcome, reporter)
     if not check:
-        fingerprint.remember(settings, job, current)
+        state.configured()
     return outcome
 
 
@@ -362,25 +362,18 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     offered = secrets.read(settings.secrets)  # a missing one stops here, before any host is touched
     _preflight(settings)
     job = dataclasses.replace(job, run_id=job.run_id or new_run_id())
-    reporter = _reporter(settings, reporter, verbosity, records.runs_dir(job.workspace) / job.run_id)
-    _warn_size(job, reporter)
-    extra: dict[str, Any] = {
-        "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"}
     exclude_from = _exclude_from(job)
-    stamp = fingerprint.new_stamp()
-    before: fingerprint.Listing = {}
-    if settings.skip_unchanged:  # hosts whose remote copy is what the last run left: their upload is skipped
-        before = fingerprint.upload_listing(job)
-        current = fingerprint.upload_digest(settings, job, exclude_from, before)
-        extra.update(mlcube_ssh_sync_stamp=stamp,
-                     mlcube_ssh_synced=fingerprint.synced_stamps(settings, job, current))
-    prune = fetched.to_prune(job.workspace)
-    if prune:  # results fetched earlier that the user has deleted locally since: deleted on the host too
-        extra["mlcube_ssh_prune"] = prune
-    extra.update(_handover_extra(settings))
+    state = State(settings, job, exclude_from)
+    reporter = _reporter(settings, reporter, verbosity, state.run_output_dir())
+    _warn_size(job, reporter)
+    # Hosts whose remote copy is what the last run left skip their upload; results deleted locally go there too.
+    plan = state.upload_plan()
+    extra: dict[str, Any] = {
+        "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}",
+        **state.upload_vars(plan), **state.prune_vars(), **_handover_extra(settings)}
     invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from,
                              offered=offered)
-    record = records.start_record(settings, job)
+    record = state.start_run()
     with interrupts() as signals:
         signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
                           "(the task may then keep running there)")
@@ -389,16 +382,15 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
             outcome = _follow_lost_hosts(settings, job, reporter, outcome, signals.cancel, verbosity)
         if not signals.cancel.is_set():
             _explain_lost_hosts(settings, job, reporter)
-            _remember_fetched(job, reporter)
-            records.finish_record(record, reporter, job)
-            _remember_synced(settings, job, reporter, stamp, before)
+            state.remember_fetched(reporter)
+            state.finish_run(record, reporter)
+            state.remember_synced(plan, reporter)
             try:
                 return _finish("run", outcome, reporter)
             except HostFailure:
-                fingerprint.forget(settings, job)  # the next configure checks the hosts for real
+                state.forget_configured()
                 raise
-        fingerprint.forget(settings, job)
-        fingerprint.forget_synced(settings, job)
+        state.forget_all_hosts()
         reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
         stopped = CancelReport(write=reporter.write)
         try:
@@ -407,9 +399,9 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
             if fetch:
                 run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter,
                              signals.abort)
-                _remember_fetched(job, reporter)
+                state.remember_fetched(reporter)
         finally:
-            records.finish_record(record, reporter, job)
+            state.finish_run(record, reporter)
         lines, outcome_text = stop_summary(settings, job, list(reporter.hosts), stopped, signals.abort.is_set())
         for line in lines:
             reporter.write(line)
@@ -419,64 +411,12 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     raise Interrupted(f"run {job.run_id} interrupted; {outcome_text}{fetched_text}")
 
 
-def _remember_fetched(job: Job, reporter: Reporter) -> None:
-    """What each host's fetch brought (bookkeeping: a failure only means deletions are not carried over)."""
-    try:
-        fetched.remember(job.workspace, reporter)
-    except OSError as error:
-        reporter.write(f"mlcube-ssh-ansible: warning: cannot record what was fetched ({error}); results deleted "
-                       "locally may come back with the next fetch")
-
-
-def _remember_synced(settings: Settings, job: Job, reporter: Reporter, stamp: str,
-                     before: fingerprint.Listing) -> None:
-    """After a run: the hosts that ran it have the local files as they are now (outputs fetched) and the
-    run's stamp. Not so when a local file changed while the run went on (it was not uploaded), nor for the
-    hosts that failed: those are forgotten, so that their next run uploads in full."""
-    failed = set(reporter.failures())
-    done = [host for host, report in reporter.hosts.items() if host not in failed and report.run_rc is not None]
-    try:
-        fingerprint.forget_synced(settings, job, failed)
-        if not (settings.skip_unchanged and done):
-            return
-        after = fingerprint.upload_listing(job)
-        workspace = os.path.abspath(job.workspace)
-        fetched = [path for host in done for path in reporter.hosts[host].fetched
-                   if os.path.abspath(reporter.hosts[host].fetch_dest or "") == workspace]
-        if fingerprint.changed_besides(before, after, fetched):
-            fingerprint.forget_synced(settings, job, done)  # edited during the run: the next run uploads
-            return
-        current = fingerprint.upload_digest(settings, job, _exclude_from(job), after)
-        fingerprint.remember_synced(settings, job, done, current, stamp)
-    except OSError as error:  # bookkeeping only: the run itself succeeded
-        reporter.write(f"mlcube-ssh-ansible: warning: cannot record what was uploaded ({error}); the next run "
-                       "uploads again")
-        with contextlib.suppress(OSError):
-            fingerprint.forget_synced(settings, job)
-
-
-def latest_run_id(job: Job) -> str:
-    """The newest run recorded next to this workspace (run ids sort by time)."""
-    recorded = sorted(records.runs_dir(job.workspace).glob("*.json"))
-    if not recorded:
-        raise SettingsError("run", f"no run recorded in {records.runs_dir(job.workspace)}: start one with `run`",
-                            kind="option")
-    return recorded[-1].stem
-
-
-def _recorded(job: Job, run_id: str | None) -> tuple[Job, dict[str, Any]]:
-    """The job with the run's id and tasks, and its local record (from `run`)."""
-    run_id = run_id or latest_run_id(job)
-    record = records.load_record(job.workspace, run_id)
-    return dataclasses.replace(job, run_id=run_id, tasks=tuple(record.get("tasks") or job.tasks)), record
-
-
 def status(settings: Settings, job: Job, *, run_id: str | None = None, logs: bool = False,
            reporter: Reporter | None = None, verbosity: int = 0) -> dict[str, dict[str, Any]]:
     """Per host: running or not, exit code and times of a run (default: the latest); with `logs`, its output."""
     _preflight(settings)
     reporter = _reporter(settings, reporter or Reporter(show_steps=False))
-    job, _ = _recorded(job, run_id)
+    job = State(settings, job).recorded_run(run_id)[0].job
     invocation = _invocation("status", settings, job, extra={"mlcube_ssh_logs": logs}, verbosity=verbosity)
     outcome = run_playbook(invocation, reporter)
     _finish("status", outcome, reporter)
@@ -488,8 +428,9 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
     """Follow a run to its end and fetch exactly as an attached `run` would (`attach`); or only follow its
     output (`logs --follow`); or only fetch what exists now (`fetch`)."""
     _preflight(settings)
-    job, record = _recorded(job, run_id)
-    reporter = _reporter(settings, reporter, verbosity, records.runs_dir(job.workspace) / job.run_id)
+    state, record = State(settings, job).recorded_run(run_id)
+    job = state.job
+    reporter = _reporter(settings, reporter, verbosity, state.run_output_dir())
     tags = ("remote_run",) * follow + ("fetch",) * fetch
     extra: dict[str, Any] = {"mlcube_ssh_follow_cursor": uuid.uuid4().hex}
     if len(record.get("hosts") or {}) > 1:
@@ -504,6 +445,6 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
         raise Interrupted(f"stopped following run {job.run_id}; it keeps running on the hosts")
     _explain_lost_hosts(settings, job, reporter)
     if fetch:
-        _remember_fetched(job, reporter)
-        records.finish_record(record, reporter, job)
+        state.remember_fetched(reporter)
+        state.finish_run(record, reporter)
     return _finish("run" if follow else "fetch", outcome, reporter)
