@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from . import spec
 from .errors import SettingsError
 from .settings import Settings
 
@@ -41,12 +42,9 @@ from .settings import Settings
 CONTROL_PATH = "~/.ansible/cp/mlcube-{trust}-%C"
 CONTROL_PERSIST = "60s"
 
-# Never worth uploading: version control, caches, virtualenvs and editors' droppings.
-DEFAULT_EXCLUDES = (
-    ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".mypy_cache/", ".pytest_cache/",
-    ".ruff_cache/", ".tox/", ".venv/", ".ipynb_checkpoints/", ".DS_Store", ".mlcube-ssh-ansible/",
-    ".mlcube-ssh-partial/",  # rsync's --partial-dir of the upload and fetch roles: cut-off files wait there
-)
+# Never worth uploading: version control, caches, virtualenvs and editors' droppings, our own state and rsync's
+# --partial-dir of the upload and fetch roles (cut-off files wait there). The upload role's default (spec.yml).
+DEFAULT_EXCLUDES: tuple[str, ...] = tuple(spec.variable("mlcube_ssh_excludes")["default"])
 # The folder names among them: walks of the cube (file counts, fingerprints) do not enter these.
 EXCLUDED_DIRS = frozenset(pattern.rstrip("/") for pattern in DEFAULT_EXCLUDES if pattern.endswith("/"))
 

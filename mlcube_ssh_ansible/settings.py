@@ -4,6 +4,10 @@ Everything here is checked before any host is touched, and each problem is repor
 :class:`SettingsError` line naming the key and what is allowed. The keys of MLCube's original
 SSH runner (`host`, `platform`, `remote_root`, `interpreter`, `authentication`) keep their meaning;
 the old misspelling `authentication.identify_file` is accepted as an alias of `identity_file`.
+
+Each key's default, range, choices and format come from spec.yml (see spec.py), the file the roles'
+argument specs and defaults, the preflight role's checks and the docs' tables are generated from; this
+module adds what one key cannot say alone (rules between keys, files that must exist).
 """
 
 from __future__ import annotations
@@ -15,35 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import spec
 from .errors import SettingsError
 
 RUNNER_NAME = "ssh-ansible"
 
-# Remote paths end up inside shell strings that MLCube's own remote runners build (docker run -v ...),
-# so only characters that need no quoting in a POSIX shell are allowed in them.
-_SAFE_REMOTE_PATH = re.compile(r"^(~|~/[A-Za-z0-9._/+-]*|/[A-Za-z0-9._/+-]*)$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9._:%-]*[A-Za-z0-9_.])?$|^\[[0-9A-Fa-f:.%]+\]$")
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*\$?$")
 # synchronize copies locally (no SSH, as the local user) for these names: see docs/troubleshooting.md.
-CONTROLLER_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "localhost.localdomain"})
+CONTROLLER_NAMES = spec.controller_names()
 
-HOST_KEY_CHECKING = ("strict", "accept-new", "off")
-INTERPRETER_TYPES = ("system", "virtualenv")
+HOST_KEY_CHECKING: tuple[str, ...] = tuple(spec.setting("host_key_checking")["choices"])
+INTERPRETER_TYPES: tuple[str, ...] = tuple(spec.setting("interpreter.type")["choices"])
 
-TOP_KEYS = (
-    "runner", "host", "port", "platform", "remote_root", "interpreter", "authentication",
-    "inventory", "hosts", "forks", "host_key_checking", "known_hosts", "connect_timeout",
-    "compress", "excludes", "keep_artifacts", "serial", "max_fail_percentage", "retries", "skip_unchanged",
-    "remote_group",
-    "reconnect_timeout",
-    "platform_settings",
-    "secrets",
-)
-INTERPRETER_KEYS = ("type", "python", "requirements", "location", "name")
-AUTHENTICATION_KEYS = ("user", "identity_file", "identify_file", "password_env", "password_prompt")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+TOP_KEYS = spec.keys()
+INTERPRETER_KEYS = spec.keys("interpreter.")
+AUTHENTICATION_KEYS = spec.keys("authentication.")
+# Runner and platform names (also of platform_settings.runner): letters, digits and . _ -
+_SAFE_NAME = re.compile(spec.fmt("name").pattern)
 
 # The keys of MLCube 0.0.9's docker platform (mlcube_docker's Config.DEFAULT), which validates them the same way
 # on the host; `runner` names the MLCube runner whose defaults the platform starts from.
@@ -55,15 +46,16 @@ DOCKER_BUILD_STRATEGIES = ("pull", "auto", "always")
 # Runners whose platforms these keys are checked for before any host is touched; others are checked remotely.
 KNOWN_PLATFORM_KEYS = {"docker": DOCKER_PLATFORM_KEYS}
 
-DEFAULT_REMOTE_ROOT = "~/mlcube"
-DEFAULT_VENV_LOCATION = "~/.mlcube-ssh-ansible"
-DEFAULT_VENV_NAME = "venv"
-DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_PLATFORM: str = spec.default("platform")
+DEFAULT_REMOTE_ROOT: str = spec.default("remote_root")
+DEFAULT_VENV_LOCATION: str = spec.default("interpreter.location")
+DEFAULT_VENV_NAME: str = spec.default("interpreter.name")
+DEFAULT_CONNECT_TIMEOUT: int = spec.default("connect_timeout")
 # How long a host whose connection was lost after its task started (while following it, or in a transfer)
 # is tried again, with backoff, before the command gives up on it: VPN reconnects, Wi-Fi changes and sshd
 # restarts last seconds to minutes. Its task keeps running there either way; `attach`/`fetch` pick it up.
-DEFAULT_RECONNECT_TIMEOUT = 600
-MAX_RECONNECT_TIMEOUT = 86400
+DEFAULT_RECONNECT_TIMEOUT: int = spec.default("reconnect_timeout")
+MAX_RECONNECT_TIMEOUT: int = spec.setting("reconnect_timeout")["max"]
 # `forks: auto` (the default): commands whose remote steps hold a fork for minutes (configure: pip, docker
 # build) use CONFIGURE_FORKS; the others (run, attach, status, cancel, doctor) start the remote work
 # detached, so a fork only carries controller-side work, which is CPU-bound: one fork per controller CPU
@@ -77,8 +69,8 @@ MAX_AUTO_FORKS = 20
 class Interpreter:
     """The remote Python that runs MLCube: the system one, or a virtualenv we create."""
 
-    type: str = "virtualenv"
-    python: str = "python3"
+    type: str = spec.default("interpreter.type")
+    python: str = spec.default("interpreter.python")
     requirements: tuple[str, ...] = ()
     location: str = DEFAULT_VENV_LOCATION
     name: str = DEFAULT_VENV_NAME
@@ -96,20 +88,20 @@ class Settings:
     user: str | None = None
     identity_file: str | None = None
     password_env: str | None = None
-    password_prompt: bool = False
+    password_prompt: bool = spec.default("authentication.password_prompt")
     inventory: str | None = None
-    hosts: str = "all"
+    hosts: str = spec.default("hosts")
     forks: int | None = None  # None: auto, see forks_for()
-    host_key_checking: str = "strict"
+    host_key_checking: str = spec.default("host_key_checking")
     known_hosts: str | None = None
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
-    compress: bool = False
+    compress: bool = spec.default("compress")
     excludes: tuple[str, ...] = ()
-    keep_artifacts: bool = False
-    serial: str | int = 0
-    max_fail_percentage: int = 100
-    retries: int = 2
-    skip_unchanged: bool = True
+    keep_artifacts: bool = spec.default("keep_artifacts")
+    serial: str | int = spec.default("serial")
+    max_fail_percentage: int = spec.default("max_fail_percentage")
+    retries: int = spec.default("retries")
+    skip_unchanged: bool = spec.default("skip_unchanged")
     # Remote folders are owner-only (0700); with a group, 2750 and that group (see docs/security.md).
     remote_group: str | None = None
     reconnect_timeout: int = DEFAULT_RECONNECT_TIMEOUT
@@ -140,6 +132,16 @@ def _string(value: Any, key: str, *, required: bool = False) -> str | None:
     return value
 
 
+def _formatted(value: Any, key: str) -> str | None:
+    """A string that matches the key's format in spec.yml (None when not given)."""
+    text = _string(value, key)
+    if text is not None:
+        rule = spec.setting_format(key)
+        if not rule.matches(text):
+            raise SettingsError(key, f"{text!r} {rule.says}")
+    return text
+
+
 def _integer(value: Any, key: str, low: int, high: int) -> int | None:
     if value is None or value == "":
         return None
@@ -152,13 +154,22 @@ def _integer(value: Any, key: str, low: int, high: int) -> int | None:
     return number
 
 
+def _number(section: Mapping[str, Any], key: str) -> int:
+    """A whole number in the key's range, or its default."""
+    entry = spec.setting(key)
+    number = _integer(section.get(key), key, entry["min"], entry["max"])
+    return int(entry["default"]) if number is None else number
+
+
 def _forks(value: Any) -> int | None:
-    if isinstance(value, str) and value.strip().lower() == "auto":
+    entry = spec.setting("forks")
+    if isinstance(value, str) and value.strip().lower() == entry["default"]:
         return None
     try:
-        return _integer(value, "forks", 1, 500)
+        return _integer(value, "forks", entry["min"], entry["max"])
     except SettingsError:
-        raise SettingsError("forks", f"must be 'auto' or a whole number from 1 to 500, got {value!r}") from None
+        raise SettingsError("forks", f"must be 'auto' or a whole number from {entry['min']} to {entry['max']}, "
+                            f"got {value!r}") from None
 
 
 def controller_cpus() -> int:
@@ -200,13 +211,9 @@ def forks_for(settings: Settings, playbook: str) -> int:
     return max(MIN_AUTO_FORKS, min(MAX_AUTO_FORKS, controller_cpus()))
 
 
-def _default(value: int | None, default: int) -> int:
-    return default if value is None else value
-
-
-def _boolean(value: Any, key: str, default: bool) -> bool:
+def _boolean(value: Any, key: str) -> bool:
     if value is None:
-        return default
+        return bool(spec.default(key))
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "yes", "false", "no"):
@@ -214,35 +221,36 @@ def _boolean(value: Any, key: str, default: bool) -> bool:
     raise SettingsError(key, f"must be true or false, got {value!r}")
 
 
-def _choice(value: Any, key: str, choices: tuple[str, ...], default: str) -> str:
-    text = _string(value, key) or default
+def _choice(value: Any, key: str) -> str:
+    choices = tuple(spec.setting(key)["choices"])
+    text = _string(value, key) or spec.default(key)
     if text not in choices:
         raise SettingsError(key, f"must be one of {', '.join(choices)}; got {text!r}")
     return text
 
 
-def _word_list(value: Any, key: str) -> tuple[str, ...]:
-    """A whitespace-separated string (the original runner's form) or a list of strings."""
+def _word_list(value: Any, key: str, hint: str = "") -> tuple[str, ...]:
+    """A whitespace-separated string (the original runner's form) or a list of strings; each word in the key's
+    format when spec.yml gives one."""
     if value is None:
         return ()
     if isinstance(value, str):
-        return tuple(value.split())
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and item.strip() for item in value):
-        return tuple(item.strip() for item in value)
-    raise SettingsError(key, f"must be a whitespace-separated string or a list of strings, got {value!r}")
+        words = tuple(value.split())
+    elif isinstance(value, (list, tuple)) and all(isinstance(item, str) and item.strip() for item in value):
+        words = tuple(item.strip() for item in value)
+    else:
+        raise SettingsError(key, f"must be a whitespace-separated string or a list of strings, got {value!r}")
+    if "format" in spec.setting(key):
+        rule = spec.setting_format(key)
+        for word in words:
+            if not rule.matches(word):
+                raise SettingsError(key, f"{word!r} {rule.says}{hint}")
+    return words
 
 
-def remote_path(value: Any, key: str, default: str) -> str:
+def remote_path(value: Any, key: str) -> str:
     """A remote directory: absolute or under the remote user's home (~), shell-safe, without `..`."""
-    text = _string(value, key) or default
-    if not _SAFE_REMOTE_PATH.match(text):
-        raise SettingsError(
-            key,
-            f"{text!r} must be absolute or start with ~/ and use only letters, digits and . _ - + / "
-            "(remote MLCube runners build shell commands from this path)",
-        )
-    if ".." in text.split("/"):
-        raise SettingsError(key, f"{text!r} must not contain '..'")
+    text = _formatted(value, key) or spec.default(key)
     return text.rstrip("/") or "/"
 
 
@@ -267,11 +275,12 @@ def local_file(value: Any, key: str) -> str | None:
     return str(path.resolve())
 
 
-def _serial(value: Any) -> str | int:
+def _serial(section: Mapping[str, Any]) -> str | int:
     """Ansible's rolling batch size: a number of hosts or a percentage; 0 means all at once."""
+    value = section.get("serial")
     if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]?%|100%", value):
         return value
-    return _integer(value, "serial", 0, 100000) or 0
+    return _number(section, "serial")
 
 
 def _host(value: Any) -> str | None:
@@ -280,8 +289,7 @@ def _host(value: Any) -> str | None:
         return None
     if "@" in host:
         raise SettingsError("host", f"{host!r} contains '@'; put the user name in authentication.user")
-    if not _HOSTNAME.match(host):
-        raise SettingsError("host", f"{host!r} is not a host name or IP address")
+    _formatted(host, "host")
     if host.lower() in CONTROLLER_NAMES:
         raise SettingsError(
             "host",
@@ -297,26 +305,16 @@ def _interpreter(value: Any) -> Interpreter:
     if not isinstance(value, Mapping):
         raise SettingsError("interpreter", f"must be a mapping with keys {', '.join(INTERPRETER_KEYS)}")
     _unknown_keys(value, INTERPRETER_KEYS, "interpreter.")
-    kind = _choice(value.get("type"), "interpreter.type", INTERPRETER_TYPES, "virtualenv")
-    python = _string(value.get("python"), "interpreter.python") or "python3"
-    if python.startswith("-") or any(ch.isspace() for ch in python):
-        raise SettingsError("interpreter.python", f"{python!r} must be an executable name or path")
+    kind = _choice(value.get("type"), "interpreter.type")
+    python = _formatted(value.get("python"), "interpreter.python") or spec.default("interpreter.python")
     requirements = _word_list(value.get("requirements"), "interpreter.requirements")
-    for requirement in requirements:
-        if requirement.startswith("-"):
-            raise SettingsError(
-                "interpreter.requirements",
-                f"{requirement!r} is a pip option; list packages only (configure pip options in pip.conf)",
-            )
     if kind == "virtualenv" and not requirements:
         raise SettingsError(
             "interpreter.requirements",
             "a new virtualenv needs MLCube and the remote platform's runner, e.g. 'mlcube mlcube-docker'",
         )
-    location = remote_path(value.get("location"), "interpreter.location", DEFAULT_VENV_LOCATION)
-    name = _string(value.get("name"), "interpreter.name") or DEFAULT_VENV_NAME
-    if not _SAFE_NAME.match(name):
-        raise SettingsError("interpreter.name", f"{name!r} must use only letters, digits and . _ -")
+    location = remote_path(value.get("location"), "interpreter.location")
+    name = _formatted(value.get("name"), "interpreter.name") or DEFAULT_VENV_NAME
     return Interpreter(kind, python, requirements, location, name)
 
 
@@ -377,9 +375,7 @@ def _authentication(value: Any) -> _Authentication:
     if not isinstance(value, Mapping):
         raise SettingsError("authentication", "must be a mapping with keys " + ", ".join(AUTHENTICATION_KEYS))
     _unknown_keys(value, AUTHENTICATION_KEYS, "authentication.")
-    user = _string(value.get("user"), "authentication.user")
-    if user is not None and not _USER.match(user):
-        raise SettingsError("authentication.user", f"{user!r} is not a valid user name")
+    user = _formatted(value.get("user"), "authentication.user")
     identity, alias = value.get("identity_file"), value.get("identify_file")
     if identity and alias and identity != alias:
         raise SettingsError(
@@ -387,29 +383,16 @@ def _authentication(value: Any) -> _Authentication:
             "is the old spelling of identity_file and disagrees with it; keep only identity_file",
         )
     key = "authentication.identity_file" if identity else "authentication.identify_file"
-    password_env = _string(value.get("password_env"), "authentication.password_env")
-    if password_env is not None and not _ENV_NAME.match(password_env):
-        raise SettingsError("authentication.password_env", f"{password_env!r} is not an environment variable name")
-    prompt = _boolean(value.get("password_prompt"), "authentication.password_prompt", False)
+    password_env = _formatted(value.get("password_env"), "authentication.password_env")
+    prompt = _boolean(value.get("password_prompt"), "authentication.password_prompt")
     if prompt and password_env:
         raise SettingsError("authentication.password_prompt", "use either password_env or password_prompt")
     return _Authentication(user, local_file(identity or alias, key), password_env, prompt)
 
 
-def _remote_group(value: Any) -> str | None:
-    group = _string(value, "remote_group")
-    if group is not None and not _GROUP.match(group):
-        raise SettingsError("remote_group", f"{group!r} is not a group name")
-    return group
-
-
 def _secrets(value: Any) -> tuple[str, ...]:
     """Environment variable names only: a value here would be written down (this file, records, artifacts)."""
-    names = _word_list(value, "secrets")
-    for name in names:
-        if not _ENV_NAME.match(name):
-            raise SettingsError("secrets", f"{name!r} is not an environment variable name; list the NAMES of "
-                                "variables set on this machine, never their values")
+    names = _word_list(value, "secrets", "; list the NAMES of variables set on this machine, never their values")
     return tuple(dict.fromkeys(names))
 
 
@@ -434,15 +417,14 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         inventory = str(inventory_path.resolve())
     platform = _string(section.get("platform"), "platform", required=True)
     assert platform is not None
-    if not _SAFE_NAME.match(platform):
-        raise SettingsError("platform", f"{platform!r} must be a remote MLCube platform name such as 'docker'")
-    hosts = _string(section.get("hosts"), "hosts") or "all"
+    _formatted(platform, "platform")
+    hosts = _string(section.get("hosts"), "hosts") or spec.default("hosts")
     if any(ch.isspace() for ch in hosts) or hosts.startswith("-"):
         raise SettingsError("hosts", f"{hosts!r} must be an Ansible host pattern without spaces")
-    if host and hosts != "all":
+    if host and hosts != spec.default("hosts"):
         raise SettingsError("hosts", "a host pattern needs 'inventory'; with 'host' there is one host")
     auth = _authentication(section.get("authentication"))
-    checking = _choice(section.get("host_key_checking"), "host_key_checking", HOST_KEY_CHECKING, "strict")
+    checking = _choice(section.get("host_key_checking"), "host_key_checking")
     known_hosts = _string(section.get("known_hosts"), "known_hosts")
     if known_hosts is not None:
         known_hosts_path = local_path(known_hosts, "known_hosts").resolve()
@@ -459,8 +441,8 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
     return Settings(
         platform=platform,
         host=host,
-        port=_integer(section.get("port"), "port", 1, 65535),
-        remote_root=remote_path(section.get("remote_root"), "remote_root", DEFAULT_REMOTE_ROOT),
+        port=_integer(section.get("port"), "port", spec.setting("port")["min"], spec.setting("port")["max"]),
+        remote_root=remote_path(section.get("remote_root"), "remote_root"),
         interpreter=_interpreter(section.get("interpreter")),
         user=auth.user,
         identity_file=auth.identity_file,
@@ -471,21 +453,18 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
         forks=_forks(section.get("forks")),
         host_key_checking=checking,
         known_hosts=known_hosts,
-        connect_timeout=_integer(section.get("connect_timeout"), "connect_timeout", 1, 300)
-        or DEFAULT_CONNECT_TIMEOUT,
-        compress=_boolean(section.get("compress"), "compress", False),
+        connect_timeout=_number(section, "connect_timeout"),
+        compress=_boolean(section.get("compress"), "compress"),
         excludes=_word_list(section.get("excludes"), "excludes"),
-        keep_artifacts=_boolean(section.get("keep_artifacts"), "keep_artifacts", False),
-        serial=_serial(section.get("serial")),
-        retries=_default(_integer(section.get("retries"), "retries", 0, 10), 2),
-        skip_unchanged=_boolean(section.get("skip_unchanged"), "skip_unchanged", True),
-        remote_group=_remote_group(section.get("remote_group")),
-        reconnect_timeout=_default(_integer(section.get("reconnect_timeout"), "reconnect_timeout", 0,
-                                            MAX_RECONNECT_TIMEOUT), DEFAULT_RECONNECT_TIMEOUT),
+        keep_artifacts=_boolean(section.get("keep_artifacts"), "keep_artifacts"),
+        serial=_serial(section),
+        retries=_number(section, "retries"),
+        skip_unchanged=_boolean(section.get("skip_unchanged"), "skip_unchanged"),
+        remote_group=_formatted(section.get("remote_group"), "remote_group"),
+        reconnect_timeout=_number(section, "reconnect_timeout"),
         platform_settings=platform_settings(section.get("platform_settings"), platform),
         secrets=_secrets(section.get("secrets")),
-        max_fail_percentage=_default(_integer(section.get("max_fail_percentage"), "max_fail_percentage", 0, 100),
-                                     100),
+        max_fail_percentage=_number(section, "max_fail_percentage"),
     )
 
 
@@ -499,7 +478,7 @@ def default_platform_section() -> dict[str, Any]:
     return {
         "runner": RUNNER_NAME,
         "host": "",
-        "platform": "docker",
+        "platform": DEFAULT_PLATFORM,
         "remote_root": DEFAULT_REMOTE_ROOT,
         "interpreter": {},
         "authentication": {},

@@ -134,3 +134,35 @@ def test_dead_host_fails_alone_and_quickly(tmp_path: Path, fleet: list[SshHost],
     manifest = json.loads((cube / "workspace" / "hosts" / "manifest.json").read_text())
     assert manifest["hosts"]["dead"]["failed_step"] == "check"
     assert elapsed < 120, elapsed  # a closed port fails at once, not after minutes of retries
+
+
+def test_bad_per_host_values_fail_at_check_naming_the_variable(tmp_path: Path, fleet: list[SshHost],
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               mlcube_cli: MlcubeCli) -> None:
+    """host_vars get past settings.py: the roles' argument specs and the preflight role's formats (both from
+    spec.yml) refuse them on their host, before anything is created there, one line per host naming the key."""
+    inventory = write_inventory(tmp_path, fleet, groups={"gpu": [0, 1, 2]})
+    (inventory / "host_vars").mkdir()
+    bad = {"node1": {"mlcube_ssh_remote_root": "~/my cubes"},
+           "node2": {"mlcube_ssh_interpreter_type": "conda"},
+           "node3": {"mlcube_ssh_requirements": ["mlcube", "--index-url=http://mirror"]}}
+    for node, values in bad.items():
+        (inventory / "host_vars" / f"{node}.yml").write_text(yaml.safe_dump(values))
+    fleet_settings(monkeypatch, fleet, inventory, tmp_path, hosts="gpu")
+    cube = example_cube(tmp_path)
+
+    configured = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
+
+    output = configured.stdout + configured.stderr
+    assert configured.returncode != 0, output
+    [summary] = [line for line in configured.stdout.splitlines() if "configure failed on 3 host(s)" in line]
+    for node, values in bad.items():
+        [variable] = values
+        assert f"{node} at check" in summary and variable in summary, summary
+    assert '"~/my cubes" must be absolute or start with ~/' in summary, summary
+    assert "system, virtualenv" in summary and "is a pip option" in summary, summary
+    name = remote_name(str(cube))
+    for index in (0, 1, 2):  # refused before anything was created there
+        home = fleet[index].user.home
+        assert remote(fleet[index], "test", "-e", f"{home}/fleet-cubes/{name}").returncode != 0
+        assert remote(fleet[index], "test", "-e", f"{home}/my cubes").returncode != 0

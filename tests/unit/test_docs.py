@@ -55,3 +55,47 @@ def test_reconnect_timeout_is_one_default_everywhere() -> None:
     row = re.search(r"^\| `reconnect_timeout` \| integer \| (\d+) \|", (ROOT / "docs" / "configuration.md").read_text(),
                     re.MULTILINE)
     assert row and int(row.group(1)) == DEFAULT_RECONNECT_TIMEOUT
+
+
+def test_the_docs_settings_tables_are_the_spec() -> None:
+    """docs/configuration.md and docs/ansible.md carry every table generated from spec.yml, unedited."""
+    from mlcube_ssh_ansible import spec
+
+    pages = {page: (ROOT / "docs" / page).read_text() for page in ("configuration.md", "ansible.md")}
+    for name, lines in spec.doc_tables().items():
+        block = "\n".join([spec.TABLE_START.format(name=name), *lines, spec.TABLE_END])
+        assert sum(block in text for text in pages.values()) == 1, f"table {name}: run spec.py --write"
+    for text in pages.values():
+        assert spec.fill_tables(text) == text
+    documented = "\n".join(pages.values())
+    for key in spec.spec()["settings"]:
+        assert f"| `{key}` |" in documented, key
+    for name in spec.variables():
+        assert f"| `{name}` |" in documented, name
+
+
+SETTING_ROW = re.compile(r"^\| `([a-z_.]+)` \| [^|]+ \| ([^|]+) \|", re.MULTILINE)
+
+
+def test_the_documented_setting_defaults_are_what_settings_py_gives() -> None:
+    """Read apart from the generator: the Default column against what parse_settings makes of an empty key."""
+    from mlcube_ssh_ansible.settings import parse_settings
+
+    parsed = parse_settings({"host": "gpu1", "platform": "docker", "interpreter": {"type": "system"}})
+    rows = dict(SETTING_ROW.findall((ROOT / "docs" / "configuration.md").read_text()))
+    checked = 0
+    for key, cell in rows.items():
+        cell = cell.strip()
+        attribute = key.rpartition(".")[2]
+        holder = parsed.interpreter if key.startswith("interpreter.") else parsed
+        if key == "interpreter.type" or not hasattr(holder, attribute):
+            continue
+        value = getattr(holder, attribute)
+        value = "auto" if key == "forks" and value is None else value  # Settings.forks: None means auto
+        if re.fullmatch(r"\d+", cell) or re.fullmatch(r"`[^`]*`", cell):
+            assert str(value).lower() == cell.strip("`"), (key, cell, value)
+            checked += 1
+        elif cell == "empty":
+            assert not value, (key, value)
+            checked += 1
+    assert checked >= 15, checked

@@ -157,7 +157,7 @@ path_like = st.one_of(
 @example("//")
 def test_remote_path_accepts_only_the_documented_form(text: str) -> None:
     try:
-        result = remote_path(text, "remote_root", "~/mlcube")
+        result = remote_path(text, "remote_root")
     except SettingsError as error:
         assert error.key == "remote_root"
         assert len(str(error).splitlines()) == 1
@@ -178,7 +178,7 @@ def test_remote_path_accepts_only_the_documented_form(text: str) -> None:
 def test_remote_path_refuses_what_is_not_a_string(value: Any) -> None:
     assume(value is not False and value != 0 and value != [])  # falsy: "not set", so the default applies
     try:
-        remote_path(value, "remote_root", "~/mlcube")
+        remote_path(value, "remote_root")
     except SettingsError as error:
         assert error.key == "remote_root"
     else:
