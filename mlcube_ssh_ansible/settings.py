@@ -36,15 +36,11 @@ AUTHENTICATION_KEYS = spec.keys("authentication.")
 # Runner and platform names (also of platform_settings.runner): letters, digits and . _ -
 _SAFE_NAME = re.compile(spec.fmt("name").pattern)
 
-# The keys of MLCube 0.0.9's docker platform (mlcube_docker's Config.DEFAULT), which validates them the same way
-# on the host; `runner` names the MLCube runner whose defaults the platform starts from.
-DOCKER_PLATFORM_KEYS = (
-    "runner", "image", "docker", "env_args", "gpu_args", "cpu_args", "build_args", "build_context", "build_file",
-    "build_strategy", "--network", "--security-opt", "--gpus", "--memory", "--cpuset-cpus",
-)
-DOCKER_BUILD_STRATEGIES = ("pull", "auto", "always")
-# Runners whose platforms these keys are checked for before any host is touched; others are checked remotely.
-KNOWN_PLATFORM_KEYS = {"docker": DOCKER_PLATFORM_KEYS}
+# Runners whose platforms' keys are checked before any host is touched (spec.yml); others are checked remotely.
+_RUNNERS: dict[str, Any] = spec.setting("platform_settings")["runners"]
+KNOWN_PLATFORM_KEYS: dict[str, tuple[str, ...]] = {runner: tuple(known["keys"]) for runner, known in _RUNNERS.items()}
+DOCKER_PLATFORM_KEYS = KNOWN_PLATFORM_KEYS["docker"]
+DOCKER_BUILD_STRATEGIES: tuple[str, ...] = tuple(_RUNNERS["docker"]["build_strategy"])
 
 DEFAULT_PLATFORM: str = spec.default("platform")
 DEFAULT_REMOTE_ROOT: str = spec.default("remote_root")
@@ -60,9 +56,9 @@ MAX_RECONNECT_TIMEOUT: int = spec.setting("reconnect_timeout")["max"]
 # build) use CONFIGURE_FORKS; the others (run, attach, status, cancel, doctor) start the remote work
 # detached, so a fork only carries controller-side work, which is CPU-bound: one fork per controller CPU
 # (at least MIN_AUTO_FORKS). Every fork is a copy of ansible-playbook (~50 MB RSS), see docs/benchmarks.md.
-CONFIGURE_FORKS = 20
-MIN_AUTO_FORKS = 2
-MAX_AUTO_FORKS = 20
+CONFIGURE_FORKS: int = spec.setting("forks")["auto"]["configure"]
+MIN_AUTO_FORKS: int = spec.setting("forks")["auto"]["min"]
+MAX_AUTO_FORKS: int = spec.setting("forks")["auto"]["max"]
 
 
 @dataclass(frozen=True)
@@ -418,9 +414,7 @@ def parse_settings(section: Mapping[str, Any]) -> Settings:
     platform = _string(section.get("platform"), "platform", required=True)
     assert platform is not None
     _formatted(platform, "platform")
-    hosts = _string(section.get("hosts"), "hosts") or spec.default("hosts")
-    if any(ch.isspace() for ch in hosts) or hosts.startswith("-"):
-        raise SettingsError("hosts", f"{hosts!r} must be an Ansible host pattern without spaces")
+    hosts = _formatted(section.get("hosts"), "hosts") or spec.default("hosts")
     if host and hosts != spec.default("hosts"):
         raise SettingsError("hosts", "a host pattern needs 'inventory'; with 'host' there is one host")
     auth = _authentication(section.get("authentication"))

@@ -25,6 +25,7 @@ GENERATED = "Generated from mlcube_ssh_ansible/spec.yml by `python -m mlcube_ssh
 TABLE_START = "<!-- spec:{name} (generated from mlcube_ssh_ansible/spec.yml; edit that, then --write) -->"
 TABLE_END = "<!-- spec:end -->"
 ROLE_PREFIX = "mlcube_ssh_"
+DOC_PAGES = ("configuration.md", "ansible.md", "migration.md")
 
 
 @dataclass(frozen=True)
@@ -215,13 +216,37 @@ def _setting_default(entry: Mapping[str, Any]) -> str:
     return f"`{value}`"
 
 
+def expand(text: str, entry: Mapping[str, Any]) -> str:
+    """`${path}` in a docs text -> the entry's own value there (`auto.min`), lists as `a`, `b`: the docs name
+    each number and list the code uses, not a copy of it."""
+
+    def value(match: re.Match[str]) -> str:
+        found: Any = entry
+        for part in match.group(1).split("."):
+            found = found[part]
+        return ", ".join(f"`{item}`" for item in found) if isinstance(found, list) else str(found)
+
+    return re.sub(r"\$\{([a-z_.]+)\}", value, text)
+
+
 def settings_table(table: str) -> list[str]:
     """A docs/configuration.md table: the platform-section keys of one group."""
     lines = ["| Key | Type | Default | Allowed values |", "|---|---|---|---|"]
     for key, entry in spec()["settings"].items():
         if entry.get("table") == table:
             kind = entry.get("doc_type") or _SETTING_TYPES[entry["type"]]
-            lines.append(f"| `{key}` | {kind} | {_setting_default(entry)} | {' '.join(entry['allowed'].split())} |")
+            allowed = " ".join(expand(entry["allowed"], entry).split())
+            lines.append(f"| `{key}` | {kind} | {_setting_default(entry)} | {allowed} |")
+    return lines
+
+
+def new_keys_table() -> list[str]:
+    """docs/migration.md: the keys MLCube's original SSH runner did not have."""
+    lines = ["| Key | Default | What it is for |", "|---|---|---|"]
+    for key, entry in spec()["settings"].items():
+        if not entry.get("original"):
+            summary = " ".join(expand(entry["summary"], entry).split())
+            lines.append(f"| `{key}` | {_setting_default(entry)} | {summary} |")
     return lines
 
 
@@ -278,6 +303,7 @@ def doc_tables() -> dict[str, list[str]]:
     """Table name (as in the docs' markers) -> its lines."""
     tables = {f"settings-{name}": settings_table(name) for name in ("connect", "host_keys", "remote", "transfers")}
     tables["inventory"] = inventory_table()
+    tables["new-keys"] = new_keys_table()
     tables["variables-host"] = variables_table("host")
     tables["variables-command"] = variables_table("command")
     return tables
@@ -300,7 +326,7 @@ def fill_tables(text: str) -> str:
 def generated_files(root: Path) -> dict[Path, str]:
     """Every file derived from the spec under a checkout's root, path -> the text it must have."""
     files = role_files(root / "roles")
-    for page in ("configuration.md", "ansible.md"):
+    for page in DOC_PAGES:
         path = root / "docs" / page
         files[path] = fill_tables(path.read_text(encoding="utf-8"))
     return files

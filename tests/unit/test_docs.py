@@ -58,10 +58,10 @@ def test_reconnect_timeout_is_one_default_everywhere() -> None:
 
 
 def test_the_docs_settings_tables_are_the_spec() -> None:
-    """docs/configuration.md and docs/ansible.md carry every table generated from spec.yml, unedited."""
+    """docs/configuration.md, ansible.md and migration.md carry every table generated from spec.yml, unedited."""
     from mlcube_ssh_ansible import spec
 
-    pages = {page: (ROOT / "docs" / page).read_text() for page in ("configuration.md", "ansible.md")}
+    pages = {page: (ROOT / "docs" / page).read_text() for page in spec.DOC_PAGES}
     for name, lines in spec.doc_tables().items():
         block = "\n".join([spec.TABLE_START.format(name=name), *lines, spec.TABLE_END])
         assert sum(block in text for text in pages.values()) == 1, f"table {name}: run spec.py --write"

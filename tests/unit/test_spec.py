@@ -142,3 +142,20 @@ def test_one_format_for_python_and_the_preflight_role(key: str, good: list[str],
         assert rule.matches(text), text
     for text in bad:
         assert not rule.matches(text), text
+
+
+def test_the_docs_name_the_numbers_and_lists_the_code_uses() -> None:
+    """`${...}` in a docs text is filled from the same spec entry settings.py reads: no second copy to drift."""
+    from mlcube_ssh_ansible import settings
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    [forks] = [line for line in page.splitlines() if line.startswith("| `forks` |")]
+    assert f"`auto`: {settings.CONFIGURE_FORKS} for `configure`" in forks
+    assert f"at least {settings.MIN_AUTO_FORKS} and at most {settings.MAX_AUTO_FORKS}" in forks
+    [platform] = [line for line in page.splitlines() if line.startswith("| `platform_settings` |")]
+    assert ", ".join(f"`{key}`" for key in settings.DOCKER_PLATFORM_KEYS) in platform
+    assert ", ".join(f"`{key}`" for key in settings.DOCKER_BUILD_STRATEGIES) in platform
+    assert "${" not in page
+    with pytest.raises(SettingsError, match="must be an Ansible host pattern without spaces"):
+        parse_settings({"inventory": str(ROOT / "README.md"), "hosts": "gpu gpu2", "platform": "docker",
+                        "interpreter": {"type": "system"}})
