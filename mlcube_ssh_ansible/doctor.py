@@ -35,8 +35,7 @@ from .workflow import interruptible
 
 MIN_ANSIBLE_CORE = (2, 15)
 PLAYBOOK = "doctor"
-CHECKS_FACT = "mlcube_ssh_doctor_checks"
-FINAL_TASK = "Fail when a check failed"  # the role's own verdict: its reasons are already in the checks
+CHECKS_FACT = "mlcube_ssh_doctor_checks"  # the role's results: one entry (name, status, detail, fix) per check
 
 Write = Callable[[str], None]
 
@@ -173,9 +172,16 @@ class HostResults:
                                       str(facts.get("mlcube_ssh_doctor_port") or 22))
         elif kind == "runner_on_unreachable":
             self.unreachable[host] = str(res.get("msg") or "unreachable")
-        elif kind == "runner_on_failed" and not data.get("ignore_errors") and data.get("task") != FINAL_TASK:
-            self.failed.setdefault(host, (str(data.get("task") or "?"), _last_line(res)))
+        elif kind == "runner_on_failed" and not data.get("ignore_errors") and not self._check_failed(host):
+            action = str(data.get("resolved_action") or data.get("task_action") or "a task")
+            role = str(data.get("role") or "").split(".")[-1]
+            self.failed.setdefault(host, (action + (f" (role {role})" if role else ""), _last_line(res)))
         return True
+
+    def _check_failed(self, host: str) -> bool:
+        """A check recorded as failed: the role then fails the host itself, for reasons the checks already say."""
+        return any(str(entry.get("status")).strip() != "ok" for entry in self.checks.get(host, [])
+                   if isinstance(entry, dict))
 
 
 def _last_line(res: dict[str, Any]) -> str:
@@ -311,8 +317,8 @@ def host_checks(settings: Settings, job: Job, *, verbosity: int = 0,
             continue
         checks += _role_checks(host, results.checks.get(host, []), settings)
         if host in results.failed:
-            task, reason = results.failed[host]
-            checks.append(Check("doctor", False, f"task '{task}' failed: {reason}",
+            where, reason = results.failed[host]
+            checks.append(Check("doctor", False, f"{where} failed: {reason}",
                                 "run doctor with -vvv to see Ansible's account", host=host))
     return checks
 

@@ -26,11 +26,14 @@ STEPS = {
     "mlcube_ssh_remote_run": "remote run",
     "mlcube_ssh_fetch": "fetch",
 }
-FOLLOW_TASK = "Follow mlcube run"
-FETCH_DEST_TASK = "Choose where this host's results go"
-FETCH_TASK = "Fetch the workspace"
-STATUS_TASK = "Read the run's state"
-RESULT_TASK = "Fail the hosts whose MLCube task failed"
+# What a result is, the plays say in the result itself, never in a task's name (tasks are free to be renamed;
+# tests/unit/test_results_contract.py checks it): the modules and action plugins whose results the shim reads
+# put RESULT_KEY in them, and facts it reads are known by their variable names.
+RESULT_KEY = "mlcube_ssh_result"
+RUN_RESULT = "run"  # follow: a run's state (running, rc, times, died) and its output since the last answer
+FETCH_RESULT = "fetch"  # synchronize, mode pull: the files brought back
+STOP_RESULT = "stop"  # stop: what a cancel found and did on the host
+FETCH_DEST_FACT = "_mlcube_ssh_fetch_dest"  # fetch: the local folder this host's results go to
 VALIDATE_ACTIONS = {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 QUIET_STEPS = {"check"}  # only reported when they fail
 SKIPPED_STATES = {"upload": "skipped, nothing changed since the last run"}
@@ -202,25 +205,30 @@ class Reporter:
         host = data.get("host")
         if data.get("task_action") in VALIDATE_ACTIONS and kind != "runner_on_failed":
             return True  # role argument checks: noise unless they fail
-        if host and data.get("task") == RESULT_TASK:
-            if kind == "runner_on_failed":
-                self._fail(host, "remote run", _reason(data.get("res") or {}))
-            return True
-        if host and kind == "runner_retry" and data.get("task") == FOLLOW_TASK:
-            self._follow_state(host, data.get("res") or {})
-            self._show_output(host, data.get("res") or {})
+        res = data.get("res") or {}
+        if host and kind == "runner_retry" and res.get(RESULT_KEY) == RUN_RESULT:
+            self._follow_state(host, res)
+            self._show_output(host, res)
         elif host and kind == "runner_on_start":
             self._open_step(host, data)
         elif host and kind.startswith("runner_on_"):
             self._on_result(kind, host, data)
         return True
 
-    def _open_step(self, host: str, data: dict[str, Any]) -> HostReport:
-        """The step a task belongs to (by its role); a new step closes the previous one's line."""
-        report = self.hosts.setdefault(host, HostReport())
+    @staticmethod
+    def _step_of(report: HostReport, data: dict[str, Any]) -> str | None:
+        """The step a task belongs to: its role's (a task outside any role belongs to the step in progress)."""
         role = str(data.get("role") or "").split(".")[-1]
-        step = STEPS.get(role, role) if role else report.step
-        if step != report.step:
+        return STEPS.get(role, role) if role else report.step
+
+    def _open_step(self, host: str, data: dict[str, Any]) -> HostReport:
+        """The step a task belongs to; a new step closes the previous one's line.
+
+        A task of a step that is over is that step's verdict (remote run's, given after the fetch, so that a
+        failed task's outputs come back too): it opens no new line."""
+        report = self.hosts.setdefault(host, HostReport())
+        step = self._step_of(report, data)
+        if step != report.step and not any(done == step for done, _, _ in report.steps_done):
             self._close_step(host)
             report.step, report.step_started = step, time.monotonic()
             report.step_changed, report.step_ran, report.step_files = False, False, 0
@@ -229,7 +237,11 @@ class Reporter:
     def _on_result(self, kind: str, host: str, data: dict[str, Any]) -> None:
         report = self._open_step(host, data)
         res = data.get("res") or {}
-        task = data.get("task")
+        over = self._step_of(report, data)
+        if over != report.step:  # the verdict of a step that is over
+            if kind == "runner_on_failed" and not data.get("ignore_errors"):
+                self._fail(host, over or "?", _reason(res))
+            return
         if kind == "runner_on_skipped":
             return
         report.step_ran = True
@@ -241,22 +253,21 @@ class Reporter:
         report.step_files += len(moved)
         if res.get("mlcube_ssh_reconnects"):
             self.write(f"{host}: {step} resumed after {int(res['mlcube_ssh_reconnects'])} lost connection(s)")
-        if task == FOLLOW_TASK:
+        if res.get(RESULT_KEY) == RUN_RESULT:  # following a run, or reading its state (status, logs)
             self._follow_state(host, res)
             self._show_output(host, res)
+            report.status = {key: res.get(key) for key in ("running", "rc", "started", "ended", "msg")}
             report.run_started, report.run_ended = res.get("started"), res.get("ended")
             if "rc" in res:
                 report.run_rc = int(res["rc"])
             report.died, report.rebooted = bool(res.get("died")) and "rc" not in res, bool(res.get("rebooted"))
             if isinstance(res.get("gave_up"), dict):
                 report.lost = res["gave_up"]
-        elif task == STATUS_TASK:
-            self._show_output(host, res)
-            report.status = {key: res.get(key) for key in ("running", "rc", "started", "ended", "msg")}
-        elif task == FETCH_DEST_TASK:
-            report.fetch_dest = (res.get("ansible_facts") or {}).get("_mlcube_ssh_fetch_dest")
-        elif task == FETCH_TASK:
+        elif res.get(RESULT_KEY) == FETCH_RESULT:
             report.fetched += moved
+        facts = res.get("ansible_facts")
+        if isinstance(facts, dict) and FETCH_DEST_FACT in facts:
+            report.fetch_dest = facts[FETCH_DEST_FACT]
         if kind == "runner_on_unreachable":
             self._fail(host, step, "unreachable: " + _reason(res))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):

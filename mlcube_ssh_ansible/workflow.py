@@ -25,7 +25,7 @@ from .errors import HostFailure, Interrupted
 from .execute import Invocation, Outcome, run_playbook
 from .fleet import FleetReporter
 from .render import Job, remote_name, render
-from .report import HOST_KEY_HINT, HostReport, Reporter, group_by_reason, name_list
+from .report import HOST_KEY_HINT, RESULT_KEY, STOP_RESULT, HostReport, Reporter, group_by_reason, name_list
 from .settings import Settings, forks_for
 from .state import State
 
@@ -204,9 +204,6 @@ def interrupts() -> Iterator[Interrupts]:
         signal.signal(signal.SIGINT, previous)
 
 
-STOP_TASK = "Stop the task and its containers"
-
-
 class CancelReport(Reporter):
     """The cancel play's reporter: what mlcube_ssh_stop found and did on each host."""
 
@@ -216,8 +213,9 @@ class CancelReport(Reporter):
 
     def __call__(self, event: dict[str, Any]) -> bool:
         data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_ok" and data.get("task") == STOP_TASK and data.get("host"):
-            self.stops[str(data["host"])] = data.get("res") or {}
+        res = data.get("res") or {}
+        if event.get("event") == "runner_on_ok" and res.get(RESULT_KEY) == STOP_RESULT and data.get("host"):
+            self.stops[str(data["host"])] = res
         return super().__call__(event)
 
 

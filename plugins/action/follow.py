@@ -22,6 +22,7 @@ from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
 MODULE = "mlcube.ssh.follow"
+RESULT = {"mlcube_ssh_result": "run"}  # what every answer is, for the shim: a run's state and its new output
 MAX_BACKOFF = 30.0
 
 
@@ -59,7 +60,7 @@ class ActionModule(ActionBase):
             if timeout <= 0:
                 raise
             return self._lost(previous, lost, str(error), timeout, args.get("offsets") or {}, run_dir, cursor)
-        result["run_dir"], result["cursor"] = run_dir, cursor
+        result.update(RESULT, run_dir=run_dir, cursor=cursor)
         if lost:
             result["reconnected"] = {"since": lost["since"], "seconds": round(time.time() - float(lost["since"]), 1),
                                      "tries": int(lost.get("tries", 1)) + 1}
@@ -76,7 +77,7 @@ class ActionModule(ActionBase):
         state = {"since": since, "tries": tries, "backoff": min(MAX_BACKOFF, 2.0 ** (tries - 1)), "reason": reason,
                  "timeout": timeout, "known": known}
         result: dict[str, Any] = {"changed": False, "stdout": "", "stderr": "", "offsets": dict(offsets),
-                                  "run_dir": run_dir, "cursor": cursor, "lost": state}
+                                  "run_dir": run_dir, "cursor": cursor, "lost": state, **RESULT}
         if previous.get("started"):
             result["started"] = previous["started"]
         if now - since >= timeout:

@@ -17,6 +17,8 @@ One addition: a transfer that lost its connection (rsync's exit codes for a brok
 ssh's 255) is started again after a backoff (1, 2, 4 … 30 s), for up to ``mlcube_ssh_reconnect_timeout``
 seconds since the connection was lost. rsync is idempotent, and with ``--partial-dir`` in the task's options
 a file cut off half-way is resumed from what arrived. The files every attempt moved are reported together.
+
+A pull says what it is, for the shim: ``mlcube_ssh_result: fetch`` (the files it lists came back).
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def _has_environment(environment: Any) -> bool:
 
 class ActionModule(SynchronizeAction):
     """synchronize's action; only the last step (running its module on the controller) is done in-process."""
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        pull = self._task.args.get("mode") == "pull"
+        result: dict[str, Any] = super().run(tmp, task_vars)
+        if pull:
+            result["mlcube_ssh_result"] = "fetch"
+        return result
 
     def _execute_module(self, module_name: str | None = None, module_args: dict[str, Any] | None = None,
                         tmp: Any = None, task_vars: dict[str, Any] | None = None, *args: Any,

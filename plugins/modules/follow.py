@@ -38,6 +38,8 @@ rc: {description: The command's exit code once it ended., returned: once ended, 
 running: {description: Whether the command's process group is still alive., returned: always, type: bool}
 started: {description: When the command started (ISO 8601)., returned: always, type: str}
 ended: {description: When the command ended (ISO 8601)., returned: once ended, type: str}
+mlcube_ssh_result: {description: "C(run), added by the action plugin: what this result is, for the mlcube-ssh-ansible
+  shim (it never goes by task names).", returned: always, type: str}
 """
 
 import datetime

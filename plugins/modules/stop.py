@@ -24,6 +24,8 @@ RETURN = r"""
 stopped: {description: Whether the run was still running and was stopped., returned: always, type: bool}
 ended: {description: Whether the run had already ended (nothing was signalled)., returned: always, type: bool}
 containers: {description: Ids of the containers killed., returned: always, type: list}
+mlcube_ssh_result: {description: "C(stop): what this result is, for the mlcube-ssh-ansible shim (it never goes by
+  task names).", returned: always, type: str}
 """
 
 import json
@@ -32,6 +34,9 @@ import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+
+
+RESULT = {"mlcube_ssh_result": "stop"}  # what every answer is, for the shim
 
 
 def _group_alive(pgid: int) -> bool:
@@ -69,17 +74,17 @@ def main() -> None:
     )
     params = module.params
     if os.path.exists(os.path.join(params["run_dir"], "rc")):
-        module.exit_json(changed=False, stopped=False, ended=True, containers=[])
+        module.exit_json(**RESULT, changed=False, stopped=False, ended=True, containers=[])
     try:
         with open(os.path.join(params["run_dir"], "pid")) as handle:
             pgid = int(handle.read())
     except (OSError, ValueError):
-        module.exit_json(changed=False, stopped=False, ended=False, containers=[])
+        module.exit_json(**RESULT, changed=False, stopped=False, ended=False, containers=[])
     running = _group_alive(pgid)
     containers = _our_containers(module, params["docker"], params["mounts_below"]) \
         if params["docker"] and params["mounts_below"] else []
     if module.check_mode or not (running or containers):
-        module.exit_json(changed=False, stopped=False, ended=False, containers=containers)
+        module.exit_json(**RESULT, changed=False, stopped=False, ended=False, containers=containers)
     if running:
         os.killpg(pgid, signal.SIGTERM)
     if containers:
@@ -89,7 +94,7 @@ def main() -> None:
         time.sleep(0.1)
     if _group_alive(pgid):
         os.killpg(pgid, signal.SIGKILL)
-    module.exit_json(changed=True, stopped=running, ended=False, containers=containers)
+    module.exit_json(**RESULT, changed=True, stopped=running, ended=False, containers=containers)
 
 
 if __name__ == "__main__":

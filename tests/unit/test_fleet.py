@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from mlcube_ssh_ansible.fleet import FleetReporter
-from mlcube_ssh_ansible.report import FETCH_DEST_TASK, FOLLOW_TASK, Reporter, group_by_reason
+from mlcube_ssh_ansible.report import FETCH_DEST_FACT, FETCH_RESULT, RESULT_KEY, RUN_RESULT, Reporter, group_by_reason
 
 ROLES = {"check": "mlcube_ssh_preflight", "upload": "mlcube_ssh_upload", "remote run": "mlcube_ssh_remote_run",
          "fetch": "mlcube_ssh_fetch"}
 
 
-def event(kind: str, host: str, step: str, task: str = "a task", **res: Any) -> dict[str, Any]:
-    return {"event": kind, "event_data": {"host": host, "role": ROLES[step], "task": task, "res": res}}
+def event(kind: str, host: str, step: str, **res: Any) -> dict[str, Any]:
+    return {"event": kind, "event_data": {"host": host, "role": ROLES[step], "task": "a task", "res": res}}
 
 
 def play(reporter: Reporter, hosts: list[str], *, fail: dict[str, str] | None = None,
@@ -33,12 +33,13 @@ def play(reporter: Reporter, hosts: list[str], *, fail: dict[str, str] | None = 
             elif fail.get(host):
                 continue
             elif step == "remote run":
-                reporter(event("runner_on_ok", host, step, FOLLOW_TASK, rc=0, stdout_lines=[f"hello from {host}",
-                                                                                               "done"]))
+                reporter(event("runner_on_ok", host, step, rc=0, stdout_lines=[f"hello from {host}", "done"],
+                               **{RESULT_KEY: RUN_RESULT}))
             elif step == "fetch":
-                reporter(event("runner_on_ok", host, step, FETCH_DEST_TASK,
-                               ansible_facts={"_mlcube_ssh_fetch_dest": f"{workspace}/hosts/{host}"}))
-                reporter(event("runner_on_ok", host, step, changed=True, stdout_lines=[">f+++++++++ out.txt"]))
+                reporter(event("runner_on_ok", host, step,
+                               ansible_facts={FETCH_DEST_FACT: f"{workspace}/hosts/{host}"}))
+                reporter(event("runner_on_ok", host, step, changed=True, stdout_lines=[">f+++++++++ out.txt"],
+                               **{RESULT_KEY: FETCH_RESULT}))
             else:
                 reporter(event("runner_on_ok", host, step, changed=step == "upload"))
     reporter({"event": "playbook_on_stats", "event_data": {}})

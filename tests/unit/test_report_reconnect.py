@@ -7,19 +7,21 @@ from typing import Any
 
 from mlcube_ssh_ansible import workflow
 from mlcube_ssh_ansible.render import Job
-from mlcube_ssh_ansible.report import FOLLOW_TASK, RESULT_TASK, Reporter
+from mlcube_ssh_ansible.report import RESULT_KEY, RUN_RESULT, Reporter
 from mlcube_ssh_ansible.settings import parse_settings
 
 HOST = "gpu1"
 
 
-def event(kind: str, task: str, res: dict[str, Any]) -> dict[str, Any]:
-    return {"event": kind, "event_data": {"host": HOST, "task": task, "role": "mlcube_ssh_remote_run", "res": res}}
+def event(kind: str, res: dict[str, Any]) -> dict[str, Any]:
+    """An event of the remote_run role; which task it was does not matter (the result says what it is)."""
+    return {"event": kind, "event_data": {"host": HOST, "task": "any name", "role": "mlcube_ssh_remote_run",
+                                          "res": res}}
 
 
 def follow(lines: list[str], offsets: int, **extra: Any) -> dict[str, Any]:
     return {"stdout_lines": lines, "stderr_lines": [], "offsets": {"stdout": offsets, "stderr": 0},
-            "run_dir": "/r", "cursor": "c", "started": "2026-12-04T12:00:00+00:00", **extra}
+            "run_dir": "/r", "cursor": "c", "started": "2026-12-04T12:00:00+00:00", RESULT_KEY: RUN_RESULT, **extra}
 
 
 def settings() -> Any:
@@ -30,11 +32,11 @@ def settings() -> Any:
 def test_a_lost_connection_is_said_once_and_its_return_too() -> None:
     lines: list[str] = []
     reporter = Reporter(write=lines.append)
-    reporter(event("runner_retry", FOLLOW_TASK, follow(["tick 1"], 7)))
+    reporter(event("runner_retry", follow(["tick 1"], 7)))
     lost = {"since": 1.0, "tries": 1, "backoff": 1.0, "reason": "Data could not be sent", "timeout": 60}
-    reporter(event("runner_retry", FOLLOW_TASK, follow([], 7, lost=lost)))
-    reporter(event("runner_retry", FOLLOW_TASK, follow([], 7, lost={**lost, "tries": 2})))
-    reporter(event("runner_on_ok", FOLLOW_TASK, follow(["tick 2"], 14, done=True, rc=0,
+    reporter(event("runner_retry", follow([], 7, lost=lost)))
+    reporter(event("runner_retry", follow([], 7, lost={**lost, "tries": 2})))
+    reporter(event("runner_on_ok", follow(["tick 2"], 14, done=True, rc=0,
                                                        reconnected={"since": 1.0, "seconds": 3.5, "tries": 3})))
     assert lines == ["tick 1", "gpu1: connection lost (Data could not be sent); its task runs on, reconnecting",
                      "gpu1: reconnected after 3.5 s; the output goes on where it stopped", "tick 2"]
@@ -45,9 +47,9 @@ def test_a_lost_connection_is_said_once_and_its_return_too() -> None:
 def test_past_the_limit_the_host_fails_with_what_is_known_and_the_pick_up_command() -> None:
     lines: list[str] = []
     reporter = Reporter(write=lines.append)
-    reporter(event("runner_retry", FOLLOW_TASK, follow(["epoch 3"], 8)))
+    reporter(event("runner_retry", follow(["epoch 3"], 8)))
     gave_up = {"since": 1.0, "tries": 9, "reason": "Connection refused", "timeout": 60, "known": {}}
-    reporter(event("runner_on_failed", FOLLOW_TASK, follow([], 8, gave_up=gave_up, failed=True,
+    reporter(event("runner_on_failed", follow([], 8, gave_up=gave_up, failed=True,
                                                            msg="connection lost 60 s ago and not back")))
     job = Job("/home/u/cube", "/home/u/cube/workspace", tasks=("train",), run_id="20261204-1")
     workflow._explain_lost_hosts(settings(), job, reporter)
@@ -61,8 +63,8 @@ def test_past_the_limit_the_host_fails_with_what_is_known_and_the_pick_up_comman
 
 def test_a_run_that_died_is_named_with_its_last_output() -> None:
     reporter = Reporter(write=lambda _: None)
-    reporter(event("runner_on_ok", FOLLOW_TASK, follow(["step 41"], 8, done=False, died=True, rebooted=True)))
-    reporter(event("runner_on_failed", RESULT_TASK, {"failed": True, "msg": "the run died on gpu1 without an exit "
+    reporter(event("runner_on_ok", follow(["step 41"], 8, done=False, died=True, rebooted=True)))
+    reporter(event("runner_on_failed", {"failed": True, "msg": "the run died on gpu1 without an exit "
                                                      "code: the host rebooted since it started"}))
     workflow._explain_lost_hosts(settings(), Job("/c", "/c/workspace", run_id="r"), reporter)
     report = reporter.hosts[HOST]
