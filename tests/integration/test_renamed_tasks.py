@@ -87,6 +87,7 @@ def test_a_failed_run_through_renamed_tasks_has_the_same_outcome(tmp_path: Path,
     state = workflow.status(settings, job, reporter=status)[host]
     assert state["running"] is False and state["rc"] == 3
 
-    seen = ran.task_names | status.task_names
-    assert seen and all(name.startswith("renamed ") for name in seen), seen  # the copy ran, not the original
+    # The copy ran, not the original (Ansible names the argument checks that it adds to each role itself).
+    seen = {name for name in ran.task_names | status.task_names if not name.startswith("Validating arguments")}
+    assert seen and all(name.startswith("renamed ") for name in seen), seen
     assert renamed > 40
