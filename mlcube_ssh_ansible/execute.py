@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -71,8 +72,10 @@ def environment(host_key_checking: bool) -> dict[str, str]:
         "ANSIBLE_PIPELINING": "True",
         # Templated task arguments (a secret, once looked up) never go into events or artifacts.
         "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "False",
-        # Ends ansible-playbook if this process dies (the collection's callback plugin).
-        "ANSIBLE_CALLBACKS_ENABLED": "mlcube.ssh.lifeline",
+        # Ends ansible-playbook if this process dies; keeps built module payloads from one command to the next
+        # (the collection's callback plugins).
+        "ANSIBLE_CALLBACKS_ENABLED": "mlcube.ssh.lifeline,mlcube.ssh.ansiballz_cache",
+        "MLCUBE_SSH_ANSIBALLZ_CACHE": str(ansiballz_cache_dir()),
     }
 
 
@@ -96,10 +99,37 @@ def _without_secrets(envvars: dict[str, str], offered: dict[str, str]) -> dict[s
     return {**envvars, **blank}
 
 
+def _no_close_delay() -> None:
+    """Make ansible-runner's pexpect skip its 0.1 s sleep when it closes the pty of a process that has ended.
+
+    ansible-runner closes the pseudo-terminal only after ansible-playbook exited (its loop runs while the
+    process is alive, then it reads to EOF); ptyprocess's close() still sleeps `delayafterclose` "to give the
+    kernel time to update the process status", which is known already. A process still alive at close (a
+    cancel) keeps the delay. Only ansible-runner's own reference to pexpect is changed, once."""
+    import ansible_runner.runner
+    import pexpect
+
+    if getattr(ansible_runner.runner.pexpect, "mlcube_ssh_ansible", False):
+        return
+
+    class Spawn(pexpect.spawn):  # type: ignore[misc]  # pexpect has no type hints
+        def close(self, force: bool = True) -> None:
+            if not self.ptyproc.isalive():
+                self.ptyproc.delayafterclose = 0.0
+            super().close(force=force)
+
+    proxy = types.ModuleType("pexpect")
+    proxy.__dict__.update(vars(pexpect))
+    proxy.__dict__.update(spawn=Spawn, mlcube_ssh_ansible=True)
+    ansible_runner.runner.pexpect = proxy
+
+
 def run_playbook(invocation: Invocation, event_handler: EventHandler,
                  cancel: threading.Event | None = None) -> Outcome:
     """Run one playbook through ansible-runner; keep the private data dir only on failure or when asked."""
     import ansible_runner  # slow import (~0.3 s): only when something runs
+
+    _no_close_delay()
 
     Path("~/.ansible/cp").expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     private = tempfile.mkdtemp(prefix="mlcube-ssh-ansible-")  # created 0700
@@ -160,7 +190,16 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
 
 def kept_dir() -> Path:
     """Where kept private folders go: the user's own cache, not a shared /tmp, bounded by KEEP_ARTIFACTS."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", "artifacts")
+    return _cache_home() / "artifacts"
+
+
+def ansiballz_cache_dir() -> Path:
+    """Where Ansible's built module payloads stay between commands (callback mlcube_ssh_ansiballz_cache)."""
+    return _cache_home() / "ansiballz"
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible")
 
 
 def scrub(private: str) -> None:

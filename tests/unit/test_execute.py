@@ -4,6 +4,7 @@ Real ansible-runner and ansible-playbook, on a local play (no host needed)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_only_the_newest_kept_folders_stay(failing: Invocation, monkeypatch: pyt
 
 
 def test_the_shims_environment_loads_the_collections_callback(tmp_path: Path) -> None:
-    """The lifeline (ends ansible-playbook with its parent) comes from the package's collection mlcube.ssh:
+    """The lifeline (ends ansible-playbook with its parent) and the payload cache come from the package's collection
+    mlcube.ssh:
     a name Ansible cannot load would only be a warning, so the load itself is asserted."""
     import os
     import subprocess
@@ -74,5 +76,81 @@ def test_the_shims_environment_loads_the_collections_callback(tmp_path: Path) ->
                          env={**os.environ, **execute.environment(True)})
     assert ran.returncode == 0, ran.stdout + ran.stderr
     loaded = [line for line in ran.stdout.splitlines() if line.startswith("Loading callback plugin mlcube.ssh.")]
-    assert loaded == [f"Loading callback plugin mlcube.ssh.lifeline of type aggregate, v2.0 from "
-                      f"{assets.plugins_dir() / 'callback' / 'lifeline.py'}"], ran.stdout
+    assert sorted(loaded) == [f"Loading callback plugin mlcube.ssh.{name} of type aggregate, v2.0 from "
+                              f"{assets.plugins_dir() / 'callback' / name}.py"
+                              for name in ("ansiballz_cache", "lifeline")], ran.stdout
+
+
+# -- fixed costs (issue 12) ------------------------------------------------------------------------------------
+
+PING_PLAY = """\
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.ping:
+"""
+
+
+def test_ansible_runner_closes_the_pty_of_an_ended_process_without_sleeping() -> None:
+    import ansible_runner.runner
+
+    execute._no_close_delay()
+    execute._no_close_delay()  # once is enough; a second call changes nothing
+    spawn = ansible_runner.runner.pexpect.spawn
+
+    ended = spawn("true")
+    ended.expect(ansible_runner.runner.pexpect.EOF)
+    while ended.isalive():
+        pass
+    ended.close()
+    assert ended.ptyproc.delayafterclose == 0 and ended.exitstatus == 0
+
+    running = spawn("sleep", ["30"])
+    running.close()  # a process still alive (a cancel): pexpect's own delay, then it is ended
+    assert running.ptyproc.delayafterclose == 0.1 and not running.isalive()
+
+
+def test_built_module_payloads_are_kept_for_the_next_command(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    playbook = tmp_path / "ping.yml"
+    playbook.write_text(PING_PLAY)
+    inventory = {"all": {"hosts": {"localhost": {"ansible_python_interpreter": sys.executable}}}}
+    invocation = Invocation(playbook=playbook, inventory=inventory, extravars={})
+
+    assert run_playbook(invocation, lambda _: True).rc == 0
+    [payload] = [path for path in execute.ansiballz_cache_dir().glob("*/ansible.modules.ping-*")
+                 if not path.name.endswith(".lock")]
+    built = payload.stat()
+    assert run_playbook(invocation, lambda _: True).rc == 0
+
+    # Ansible writes a payload it builds to a new file and renames it: the same inode means it was not rebuilt.
+    assert (payload.stat().st_ino, payload.stat().st_mtime_ns) == (built.st_ino, built.st_mtime_ns)
+
+
+def test_the_payload_folder_changes_with_any_module_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from ansible import constants
+
+    spec = importlib.util.spec_from_file_location(
+        "ansiballz_cache", execute.assets.plugins_dir() / "callback" / "ansiballz_cache.py")
+    assert spec and spec.loader
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    library = tmp_path / "roles" / "some_role" / "library"
+    library.mkdir(parents=True)
+    (library / "some_module.py").write_text("# one\n")
+    monkeypatch.setattr(constants, "DEFAULT_ROLES_PATH", [str(tmp_path / "roles")])
+
+    first = plugin.digest()
+    assert plugin.digest() == first
+    (library / "some_module.py").write_text("# two, longer\n")
+    assert plugin.digest() != first
+    (library / "other_module.py").write_text("")
+    third = plugin.digest()
+    assert third != first
+    monkeypatch.setenv("ANSIBLE_MODULE_COMPRESSION", "ZIP_STORED")  # read at start-up: not part of this check
+    monkeypatch.setattr(constants, "DEFAULT_MODULE_COMPRESSION", "ZIP_STORED")
+    assert plugin.digest() != third
