@@ -11,6 +11,10 @@ the task: it returns at once, without output, saying since when the connection i
 again after a backoff (1, 2, 4 … 30 s). Each try opens a new ssh connection (and so a new ControlMaster, as
 the reset killed the old one). Only after ``reconnect_timeout`` seconds without an answer does the task fail,
 saying what is known. All of this happens in the host's own worker process, so other hosts go on meanwhile.
+
+``launched`` is the answer of the mlcube.ssh.launch call that started the run: when the command ended while the
+launch waited (a short task), that answer already is the final one (all output, exit code), and it is returned
+as this task's answer without another module call.
 """
 
 from __future__ import annotations
@@ -34,12 +38,25 @@ def _previous(task_vars: Mapping[str, Any], register: str | None, run_dir: str, 
     return {}
 
 
+# What the launch's answer shares with a final answer of the module.
+_FOLLOW_KEYS = ("stdout", "stderr", "offsets", "done", "died", "running", "rebooted", "rc", "started", "ended")
+
+
+def _final_from_launch(launched: Mapping[str, Any], run_dir: str, cursor: str) -> dict[str, Any]:
+    """The launch's answer for a run that ended while it waited, as this module's final answer."""
+    result = {key: launched[key] for key in _FOLLOW_KEYS if key in launched}
+    for stream in ("stdout", "stderr"):  # as _execute_module adds them to a module's answer
+        result[stream + "_lines"] = str(result.get(stream, "")).splitlines()
+    result.update(changed=False, run_dir=run_dir, cursor=cursor, at_launch=True)
+    return result
+
+
 class ActionModule(ActionBase):
     """Runs the module with the offsets of the previous answer; turns a lost connection into a retry."""
 
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("run_dir", "offsets", "cursor", "wait", "batch", "max_bytes", "rewind",
-                             "reconnect_timeout"))
+                             "reconnect_timeout", "launched"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
@@ -49,6 +66,10 @@ class ActionModule(ActionBase):
         run_dir = str(args.get("run_dir"))
         cursor = str(args.get("cursor") or "default")
         previous = _previous(task_vars, self._task.register, run_dir, cursor)
+        launched = args.pop("launched", None)
+        if not previous and isinstance(launched, Mapping) and launched.get("done") and \
+                launched.get("run_dir") == run_dir:
+            return _final_from_launch(launched, run_dir, cursor)
         if previous and not args.get("rewind"):
             args["offsets"] = previous.get("offsets") or {}
         lost = previous.get("lost") if isinstance(previous.get("lost"), Mapping) else None

@@ -31,12 +31,25 @@ options:
         the value from its client's environment) and C(--rm), so the engine forgets the container, and the
         values in its configuration, when it ends: a wrapper in C(<run_dir>/bin), first on C(PATH).
       - Send this option only with pipelining (the module's arguments then stay in memory on the host).
+  wait:
+    type: float
+    default: 0
+    description:
+      - Most seconds to wait for the command to end before returning. When it ends in time and its output fits
+        O(max_bytes), the result is also a final answer of mlcube.ssh.follow (C(done), C(rc), all output), so a
+        short task costs one module call instead of two. 0 returns at once.
+  max_bytes: {type: int, default: 262144, description: Most bytes of each stream a final answer carries.}
 author: mlcube-ssh-ansible
 """
 
 RETURN = r"""
 run_dir: {description: The run folder., returned: always, type: str}
 pid: {description: Process group id of the command., returned: success, type: int}
+done: {description: Whether the command ended within O(wait), all output returned., returned: success, type: bool}
+stdout: {description: All standard output, when C(done)., returned: when done, type: str}
+stderr: {description: All standard error, when C(done)., returned: when done, type: str}
+offsets: {description: Bytes of each stream returned (as mlcube.ssh.follow)., returned: when done, type: dict}
+rc: {description: The command's exit code, when C(done)., returned: when done, type: int}
 """
 
 import datetime
@@ -209,6 +222,8 @@ def main() -> None:
             sync_stamp=dict(type="str", default=""),
             sync_file=dict(type="path"),
             secrets=dict(type="dict", default={}, no_log=True),
+            wait=dict(type="float", default=0.0),
+            max_bytes=dict(type="int", default=262144),
         ),
         supports_check_mode=True,
     )
@@ -245,7 +260,40 @@ def main() -> None:
         pid = _start_detached(argv, params["chdir"], run_dir, secrets)
     if pid is None:
         module.fail_json(msg="the command did not start", run_dir=run_dir)
-    module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started)
+    module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started,
+                     **_ended_within(run_dir, params["wait"], params["max_bytes"]))
+
+
+def _ended_within(run_dir: str, wait: float, max_bytes: int) -> dict:
+    """When the command ends within `wait` seconds: the final answer mlcube.ssh.follow would give (all output,
+    exit code), so that following it needs no second module call. Otherwise just done=False."""
+    deadline = time.time() + wait
+    rc_file = os.path.join(run_dir, "rc")
+    while not os.path.exists(rc_file):
+        if time.time() >= deadline:
+            return {"done": False}
+        time.sleep(0.02)
+    # The supervisor writes rc after the logs are complete (masked output included). failed=False: the launch
+    # went well whatever the exit code (Ansible would fail a result whose rc is not 0); the result step judges it.
+    answer = {"done": True, "failed": False, "died": False, "running": False, "rebooted": False, "offsets": {}}
+    for stream in ("stdout", "stderr"):
+        try:
+            with open(os.path.join(run_dir, stream + ".log"), "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except OSError:
+            data = b""
+        if len(data) > max_bytes:
+            return {"done": False}  # mlcube.ssh.follow returns it in parts
+        answer[stream] = data.decode("utf-8", "replace")
+        answer["offsets"][stream] = len(data)
+    with open(rc_file) as handle:
+        answer["rc"] = int(handle.read().strip() or 1)
+    try:
+        with open(os.path.join(run_dir, "ended")) as handle:
+            answer["ended"] = handle.read().strip()
+    except OSError:
+        pass
+    return answer
 
 
 def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict):

@@ -1,0 +1,68 @@
+"""The fixed cost of a run (issue 12): a short task is followed by the call that launched it, on a real host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlcube_ssh_ansible import workflow
+from mlcube_ssh_ansible.errors import HostFailure
+from mlcube_ssh_ansible.render import Job
+from mlcube_ssh_ansible.report import FOLLOW_TASK, Reporter
+from tests.hosts import SshHost, example_cube
+
+from .conftest import platform_settings
+
+pytestmark = pytest.mark.integration
+
+
+RESULTS = ("runner_on_ok", "runner_on_failed", "runner_retry")
+
+
+class Recorder(Reporter):
+    """A reporter that keeps the lines it would print and the follow task's answers."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.follows: list[dict[str, Any]] = []
+        super().__init__(write=self.lines.append)
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        if data.get("task") == FOLLOW_TASK and event.get("event") in RESULTS:
+            self.follows.append(dict(data.get("res") or {}))
+        return super().__call__(event)
+
+
+def test_a_short_task_is_followed_by_its_launch_and_a_longer_one_by_the_follow_module(
+        tmp_path: Path, ssh_host: SshHost, settings_file) -> None:
+    cube = example_cube(tmp_path)
+    settings = platform_settings(settings_file(ssh_host))
+    workflow.configure(settings, Job(str(cube), str(cube / "workspace")), reporter=Recorder())
+
+    # A task that ends while the launch waits: the follow task's answer is the launch's (no second module call),
+    # with the output shown once and the results fetched.
+    short = Recorder()
+    workflow.run(settings, Job(str(cube), str(cube / "workspace"), ("hello",)), reporter=short)
+    assert [answer.get("at_launch") for answer in short.follows] == [True], short.follows
+    assert short.follows[0]["rc"] == 0 and short.follows[0]["done"]
+    assert short.lines.count("Hello, World!") == 1, short.lines
+    assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, World!\n"
+
+    # A failing short task: its exit code and its stderr come the same way.
+    failing = Recorder()
+    with pytest.raises(HostFailure) as failed:
+        workflow.run(settings, Job(str(cube), str(cube / "workspace"), ("fail",)), reporter=failing)
+    assert failed.value.exit_code == 3
+    assert [answer.get("at_launch") for answer in failing.follows] == [True]
+    assert any("failing on purpose with exit status 3" in line for line in failing.lines), failing.lines
+
+    # A task that outlives the launch's wait is followed by the module, from the start of its output.
+    (cube / "workspace" / "seconds.txt").write_text("4\n")
+    longer = Recorder()
+    workflow.run(settings, Job(str(cube), str(cube / "workspace"), ("sleep",)), reporter=longer)
+    assert longer.follows and not any(answer.get("at_launch") for answer in longer.follows), longer.follows
+    assert longer.follows[-1]["rc"] == 0 and longer.follows[-1]["done"]
+    assert (cube / "workspace" / "slept.txt").exists()
