@@ -41,7 +41,9 @@ class ProfilingReporter(Reporter):
                 "host": host,
                 "role": str(data.get("role") or "").split(".")[-1] or "(play)",
                 "task": data.get("task"),
-                "action": data.get("task_action") or data.get("resolved_action"),
+                # A follow answered by its launch (the task ended while the launch waited) ships no module.
+                "action": str(data.get("task_action") or data.get("resolved_action"))
+                + (AT_LAUNCH if res.get("at_launch") else ""),
                 "status": kind[len("runner_on_"):],
                 "changed": bool(res.get("changed")),
                 "start": start,
@@ -91,9 +93,12 @@ CONTROLLER_ACTIONS = {"assert", "set_fact", "fail", "validate_argument_spec", "d
                       "import_tasks", "include_role", "include_vars", "add_host", "group_by"}
 
 
+AT_LAUNCH = " (answered at launch)"
+
+
 def action_kind(action: str | None) -> str:
     name = str(action or "").split(".")[-1]
-    if name in CONTROLLER_ACTIONS:
+    if name in CONTROLLER_ACTIONS or name.endswith(AT_LAUNCH):
         return "controller"
     if name in ("synchronize", "mlcube_ssh_synchronize"):
         return "rsync"
