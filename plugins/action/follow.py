@@ -47,7 +47,7 @@ def _final_from_launch(launched: Mapping[str, Any], run_dir: str, cursor: str) -
     result = {key: launched[key] for key in _FOLLOW_KEYS if key in launched}
     for stream in ("stdout", "stderr"):  # as _execute_module adds them to a module's answer
         result[stream + "_lines"] = str(result.get(stream, "")).splitlines()
-    result.update(changed=False, run_dir=run_dir, cursor=cursor, at_launch=True)
+    result.update(RESULT, changed=False, run_dir=run_dir, cursor=cursor, at_launch=True)
     return result
 
 

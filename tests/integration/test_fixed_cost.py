@@ -10,7 +10,7 @@ import pytest
 from mlcube_ssh_ansible import workflow
 from mlcube_ssh_ansible.errors import HostFailure
 from mlcube_ssh_ansible.render import Job
-from mlcube_ssh_ansible.report import FOLLOW_TASK, Reporter
+from mlcube_ssh_ansible.report import RESULT_KEY, RUN_RESULT, Reporter
 from tests.hosts import SshHost, example_cube
 
 from .conftest import platform_settings
@@ -22,7 +22,7 @@ RESULTS = ("runner_on_ok", "runner_on_failed", "runner_retry")
 
 
 class Recorder(Reporter):
-    """A reporter that keeps the lines it would print and the follow task's answers."""
+    """A reporter that keeps the lines it would print and the follow task's answers (a run's state)."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -31,8 +31,9 @@ class Recorder(Reporter):
 
     def __call__(self, event: dict[str, Any]) -> bool:
         data = event.get("event_data") or {}
-        if data.get("task") == FOLLOW_TASK and event.get("event") in RESULTS:
-            self.follows.append(dict(data.get("res") or {}))
+        res = data.get("res") or {}
+        if res.get(RESULT_KEY) == RUN_RESULT and event.get("event") in RESULTS:
+            self.follows.append(dict(res))
         return super().__call__(event)
 
 
