@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: prepare the machine (quick when already done), then run pytest.
 # Arguments go to pytest, e.g. `bash scripts/test.sh tests/integration/test_harness.py -x`;
-# without a path, pytest runs everything under tests/.
+# without a path, pytest runs everything under tests/, in parallel.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-machine.sh
@@ -14,4 +14,8 @@ done
 if ((has_path)); then
     exec .venv/bin/python -m pytest -q "$@"
 fi
-exec .venv/bin/python -m pytest -q tests "$@"
+# The whole suite runs on parallel workers (pytest-xdist). Each worker has its own test users (tests/hosts.py:
+# user_name), so its own homes, virtualenvs and cubes, its own sshd port and containers; a free worker takes
+# the next test, the slowest first (tests/conftest.py). MLCUBE_TEST_WORKERS=0 runs it in one process; `-n N`
+# after this command overrides too.
+exec .venv/bin/python -m pytest -q -n "${MLCUBE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder tests "$@"

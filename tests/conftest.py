@@ -1,11 +1,14 @@
 """Fixtures for the tests: real ssh hosts on loopback addresses, backed by tests/hosts.py.
 
 The sshd and the users are session-scoped: starting them is cheap, but the remote virtualenv and Docker image
-that the tests build in a user's home are not, so later tests reuse what earlier ones left there.
+that the tests build in a user's home are not, so later tests reuse what earlier ones left there. Under
+pytest-xdist (scripts/test.sh) each worker is a session of its own: its own sshd port, containers and users
+(tests/hosts.py:user_name), so workers never share a home.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,8 +25,38 @@ BULLSEYE_ADDRESS = "127.0.0.10"
 SSHD_ADDRESSES: list[str] = [f"127.0.0.{i}" for i in range(2, 10)] + [PODMAN_ADDRESS]
 """Every address the test sshd listens on; each plays a separate machine."""
 
+SLOWEST_FIRST: tuple[str, ...] = (
+    "tests/integration/test_install.py",
+    "tests/integration/test_host_faults.py",
+    "tests/integration/test_network_faults.py",
+    "tests/integration/test_reliability.py",
+    "tests/integration/test_hardening.py",
+    "tests/integration/test_fleet.py",
+    "tests/integration/test_platform_settings.py",
+    "tests/integration/test_configure_run.py",
+    "tests/integration/test_secrets.py",
+    "tests/integration/test_other_hosts.py",
+    "tests/integration/",
+    "tests/unit/test_properties.py",
+)
+"""Node id prefixes, the slowest tests first: the order in which parallel workers take them (pytest_collection_
+modifyitems). Only the wall time depends on it: a long test taken last keeps the run going while others idle."""
+
 SettingsFactory = Callable[..., Path]
 """settings_file(host, **platform_overrides) -> path of the MLCube system settings file written."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test.sh), hand out the slowest tests first (SLOWEST_FIRST, then the rest in
+    the usual order): each free worker takes the next one, so the run ends with short tests on every worker."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(SLOWEST_FIRST) if item.nodeid.startswith(prefix)),
+                    len(SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: within a rank, the collection order
 
 
 @pytest.fixture(scope="session")

@@ -163,12 +163,15 @@ class TestUser:
 
 
 USER_SUFFIX_VARIABLE = "MLCUBE_TEST_USER_SUFFIX"
+WORKER_VARIABLE = "PYTEST_XDIST_WORKER"
+"""Set by pytest-xdist in each worker (gw0, gw1, ...): the workers of one run are apart like two checkouts."""
 
 
 def user_name(name: str) -> str:
-    """`name`, plus `-$MLCUBE_TEST_USER_SUFFIX` when set: test runs from two checkouts at once get apart homes."""
-    suffix = os.environ.get(USER_SUFFIX_VARIABLE, "")
-    return f"{name}-{suffix}" if suffix else name
+    """`name`, plus `-$MLCUBE_TEST_USER_SUFFIX` and `-$PYTEST_XDIST_WORKER` when set: test runs from two checkouts
+    at once, and the parallel workers of one run, get apart homes (and so apart venvs, cubes, processes)."""
+    suffixes = [os.environ.get(variable, "") for variable in (USER_SUFFIX_VARIABLE, WORKER_VARIABLE)]
+    return "-".join([name, *[suffix for suffix in suffixes if suffix]])
 
 
 def make_user(name: str, key_dir: Path, docker: bool = True) -> TestUser:

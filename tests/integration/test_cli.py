@@ -175,7 +175,8 @@ def test_detach_status_logs_attach_from_the_command_line(tmp_path: Path, ssh_hos
     cube = example_cube(tmp_path)
     settings_file(ssh_host)
     assert ssh_ansible("configure", f"--mlcube={cube}").returncode == 0
-    (cube / "workspace" / "seconds.txt").write_text("6")
+    # Long enough to be still running when `status` asks, on a busy machine too (the test waits for its end).
+    (cube / "workspace" / "seconds.txt").write_text("20")
 
     started = ssh_ansible("run", f"--mlcube={cube}", "--task=sleep", "--detach")
     assert started.returncode == 0, out(started)
@@ -185,11 +186,11 @@ def test_detach_status_logs_attach_from_the_command_line(tmp_path: Path, ssh_hos
     status = ssh_ansible("status", f"--mlcube={cube}")
     assert f"{ssh_host.address}: running (" in status.stdout, out(status)
     logs = ssh_ansible("logs", f"--mlcube={cube}", "--run", run_id)
-    assert "sleeping 6 s" in logs.stdout, out(logs)
+    assert "sleeping 20 s" in logs.stdout, out(logs)
 
     attached = ssh_ansible("attach", f"--mlcube={cube}")
     assert attached.returncode == 0, out(attached)
-    assert "slept 6 s" in attached.stdout
+    assert "slept 20 s" in attached.stdout
     assert (cube / "workspace" / "slept.txt").is_file()
     status = ssh_ansible("status", f"--mlcube={cube}", "--run", run_id)
     assert f"{ssh_host.address}: succeeded (exit code 0, " in status.stdout, out(status)

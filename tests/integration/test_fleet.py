@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -119,21 +118,20 @@ def test_dead_host_fails_alone_and_quickly(tmp_path: Path, fleet: list[SshHost],
     fleet_settings(monkeypatch, fleet, inventory, tmp_path, hosts="gpu", connect_timeout=5)
     cube = example_cube(tmp_path)
 
-    started = time.monotonic()
     configured = mlcube_cli("configure", f"--mlcube={cube}", "--platform=ssh-ansible")
     assert configured.returncode != 0
     assert "dead at check: unreachable" in configured.stdout, configured.stdout
     ran = mlcube_cli("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=hello")
-    elapsed = time.monotonic() - started
 
     assert ran.returncode != 0
     assert "run failed on 1 host(s): dead at check: unreachable" in ran.stdout, ran.stdout
     assert "dead: retry 2/2 after: unreachable" in ran.stdout  # transient failures get retries, shown
+    # ... and no more: a closed port is given up on after them (no clock: the count of retries says it).
+    assert ran.stdout.count("dead: retry ") == 2, ran.stdout
     for node in ("node1", "node2"):
         assert (cube / "workspace" / "hosts" / node / "greeting.txt").read_text() == "Hello, World!\n"
     manifest = json.loads((cube / "workspace" / "hosts" / "manifest.json").read_text())
     assert manifest["hosts"]["dead"]["failed_step"] == "check"
-    assert elapsed < 120, elapsed  # a closed port fails at once, not after minutes of retries
 
 
 def test_bad_per_host_values_fail_at_check_naming_the_variable(tmp_path: Path, fleet: list[SshHost],

@@ -120,7 +120,7 @@ PIP_FROM_WHEEL = ("import runpy, sys, sysconfig; sysconfig._PIP_USE_SYSCONFIG = 
 distutils unless the distributor's sysconfig says otherwise, and bullseye ships distutils in python3-distutils)."""
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, though its tests come interleaved with others
 def pip_wheel_on_bullseye(bullseye_host: SshHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A pip wheel in the bullseye user's home; pip<24.1, the last that installs mlcube 0.0.9's omegaconf 2.1.0."""
     wheels = tmp_path_factory.mktemp("pip-wheel")

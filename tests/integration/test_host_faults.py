@@ -130,7 +130,7 @@ def stripped_python(user: TestUser, name: str, drop: tuple[str, ...]) -> str:
     return python
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, though its tests come interleaved with others
 def bare_host(sshd: Sshd, ssh_keys: Path) -> SshHost:
     """A host whose users' Pythons (made per test) lack ensurepip or venv; its own user, so its own home."""
     return sshd.host("127.0.0.6", make_user("mlcube-bare", ssh_keys))

@@ -45,14 +45,14 @@ COUNT_TASK = r"""
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, though its tests come interleaved with others
 def own_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """An sshd of this module alone (its own port): its connections are reset, it is restarted and stopped."""
     with Sshd.start(["127.0.0.9"], tmp_path_factory.mktemp("own-sshd")) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, though its tests come interleaved with others
 def net_host(own_sshd: Sshd, ssh_keys: Path) -> SshHost:
     return own_sshd.host("127.0.0.9", make_user("mlcube-n1", ssh_keys))
 
@@ -353,7 +353,7 @@ def _ids(host: SshHost) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------------ fleets
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, though its tests come interleaved with others
 def second_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     with Sshd.start(["127.0.0.8"], tmp_path_factory.mktemp("second-sshd")) as server:
         yield server

@@ -20,7 +20,7 @@ def _mode(host: SshHost, path: str) -> str:
     return remote(host, "stat", "-c", "%a %G", path, check=True).stdout.strip()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, though its tests come interleaved with others
 def peer(sshd: Sshd, ssh_keys: Path) -> SshHost:
     """Another account on the same machine (same address) as the `ssh_host` user."""
     return sshd.host("127.0.0.2", make_user("mlcube-peer", ssh_keys))
