@@ -71,10 +71,18 @@ def collection_paths() -> list[Path]:
     return [Path(p).expanduser() for p in configured_collection_paths() + sys.path if p]
 
 
+def posix_collection() -> Path | None:
+    """The ansible.posix collection ansible-playbook finds first (it has `synchronize`), or None."""
+    marker = Path("ansible_collections", "ansible", "posix", "plugins", "modules", "synchronize.py")
+    for base in collection_paths():
+        if (base / marker).is_file():
+            return base / "ansible_collections" / "ansible" / "posix"
+    return None
+
+
 def check_controller(needs_sshpass: bool = False) -> None:
     """Fail before touching any host when ansible.posix, rsync, ssh (or sshpass) is missing here."""
-    marker = Path("ansible_collections", "ansible", "posix", "plugins", "modules", "synchronize.py")
-    if not any((base / marker).is_file() for base in collection_paths()):
+    if posix_collection() is None:
         raise EnvironmentProblem(f"the Ansible collection ansible.posix is missing: {POSIX_FIX}")
     for tool in ("rsync", "ssh", "sshpass")[: 3 if needs_sshpass else 2]:
         if shutil.which(tool) is None:

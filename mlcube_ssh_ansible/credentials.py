@@ -16,6 +16,11 @@ from .settings import Settings
 _asked: dict[str, str] = {}  # one prompt per command, even when MLCube runs several tasks
 
 
+def configured(settings: Settings) -> bool:
+    """True when the settings log in with a password (so Ansible needs sshpass)."""
+    return bool(settings.password_env or settings.password_prompt)
+
+
 def password(settings: Settings) -> str | None:
     """The SSH password the settings ask for, or None for key-based login."""
     if settings.password_env:

@@ -16,6 +16,7 @@ check, or a closing ``ok`` line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -26,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import assets, credentials
+from . import assets, credentials, workflow
 from .errors import Interrupted, SshAnsibleError
-from .execute import Invocation, run_playbook
-from .render import EXCLUDED_DIRS, Job, render
-from .settings import Settings, forks_for
-from .workflow import interruptible
+from .execute import run_playbook
+from .render import EXCLUDED_DIRS, Job
+from .settings import Settings
 
 MIN_ANSIBLE_CORE = (2, 15)
 PLAYBOOK = "doctor"
@@ -95,17 +95,15 @@ def check_ansible_core() -> Check:
 
 
 def check_posix() -> Check:
-    """The same look-up as assets.check_controller, with the version found."""
-    marker = Path("ansible_collections", "ansible", "posix", "plugins", "modules", "synchronize.py")
-    for base in assets.collection_paths():
-        if (base / marker).is_file():
-            root = base / "ansible_collections" / "ansible" / "posix"
-            try:
-                version = json.loads((root / "MANIFEST.json").read_text())["collection_info"]["version"]
-            except (OSError, ValueError, KeyError, TypeError):
-                version = "(version unknown)"
-            return Check("ansible.posix", True, f"{version} in {base}")
-    return Check("ansible.posix", False, "the collection is missing (it has `synchronize`)", assets.POSIX_FIX)
+    """The collection every command checks for (assets.posix_collection), with the version found."""
+    root = assets.posix_collection()
+    if root is None:
+        return Check("ansible.posix", False, "the collection is missing (it has `synchronize`)", assets.POSIX_FIX)
+    try:
+        version = json.loads((root / "MANIFEST.json").read_text())["collection_info"]["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        version = "(version unknown)"
+    return Check("ansible.posix", True, f"{version} in {root.parents[2]}")
 
 
 def check_tool(tool: str, why: str = "") -> Check:
@@ -120,11 +118,6 @@ def check_tool(tool: str, why: str = "") -> Check:
         first = []
     version = re.sub(r"\s+", " ", first[0]) if first else ""
     return Check(tool, True, f"{path}" + (f" ({version})" if version else ""))
-
-
-def password_configured(settings: Settings) -> bool:
-    """True when the settings log in with a password (so Ansible needs sshpass)."""
-    return bool(settings.password_env or settings.password_prompt)
 
 
 def controller_checks() -> list[Check]:
@@ -281,25 +274,14 @@ def upload_mb(job: Job) -> int:
     return -(-total // (1024 * 1024))
 
 
-def host_checks(settings: Settings, job: Job, *, verbosity: int = 0,
-                password: str | None = None) -> list[Check]:
-    """Run the doctor playbook on every host of the settings; one Check per line to print."""
-
-    inventory, extravars = render(settings, job)
-    extravars["mlcube_ssh_doctor_upload_mb"] = upload_mb(job)
-    invocation = Invocation(
-        playbook=assets.playbook(PLAYBOOK),
-        inventory=fresh_connections(inventory),
-        extravars=extravars,
-        extra_inventories=[settings.inventory] if settings.inventory else [],
-        forks=forks_for(settings, PLAYBOOK),
-        verbosity=verbosity,
-        host_key_checking=settings.host_key_checking != "off",
-        keep_artifacts=settings.keep_artifacts,
-        password=password,
-    )
+def host_checks(settings: Settings, job: Job, *, verbosity: int = 0) -> list[Check]:
+    """Run the doctor playbook on every host of the settings, as the workflow runs its playbooks (but for
+    fresh connections); one Check per line to print."""
+    invocation = workflow.playbook_invocation(PLAYBOOK, settings, job, verbosity=verbosity,
+                                              extra={"mlcube_ssh_doctor_upload_mb": upload_mb(job)})
+    invocation = dataclasses.replace(invocation, inventory=fresh_connections(invocation.inventory))
     results = HostResults()
-    with interruptible() as cancel:
+    with workflow.interruptible() as cancel:
         outcome = run_playbook(invocation, results, cancel)
     if cancel.is_set():
         raise Interrupted("doctor interrupted")
@@ -357,16 +339,15 @@ def doctor(load: Callable[[], tuple[Settings, Job, str]], *, write: Write, verbo
         verdict(checks, exit_code=2)
         raise  # not reached: verdict raised for the failed settings check
     add([settings_check(settings, source)])
-    password = None
-    if password_configured(settings):
+    if credentials.configured(settings):
         add([check_tool("sshpass", " (needed for password logins)")])
         try:
-            password = credentials.password(settings)
+            credentials.password(settings)  # asked here, once: the play gets it from the same cache
         except SshAnsibleError as error:
             add([Check("password", False, str(error), "set the variable, or use password_prompt")])
             verdict(checks, exit_code=2)
     controller_code = 1 if all(check.ok for check in checks) else 3
     if checks[0].ok:  # without ansible-core no host can be checked
-        add(host_checks(settings, job, verbosity=verbosity, password=password))
+        add(host_checks(settings, job, verbosity=verbosity))
     write(verdict(checks, exit_code=controller_code))
     return checks

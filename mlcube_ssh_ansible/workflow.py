@@ -54,9 +54,11 @@ def _exclude_from(job: Job) -> str:
     return upload.exclude_file(job.cube_root, in_cube)
 
 
-def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any] | None = None,
-                tags: Sequence[str] = (), check: bool = False, verbosity: int = 0,
-                exclude_from: str | None = None, offered: dict[str, str] | None = None) -> Invocation:
+def playbook_invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any] | None = None,
+                        tags: Sequence[str] = (), check: bool = False, verbosity: int = 0,
+                        exclude_from: str | None = None, offered: dict[str, str] | None = None) -> Invocation:
+    """How a command runs playbook `name` on the settings' hosts: the one place an Invocation is built
+    (`doctor` uses it too), so every playbook gets the same inventory, forks, host key and password rules."""
     if name in ("configure", "run"):
         inventory, extravars = rendered(settings, job, exclude_from=exclude_from, pip_wheel=name == "configure")
     else:
@@ -80,7 +82,7 @@ def _invocation(name: str, settings: Settings, job: Job, *, extra: dict[str, Any
 
 def _preflight(settings: Settings) -> None:
     """Controller-side checks and warnings, before any host is touched."""
-    assets.check_controller(needs_sshpass=bool(settings.password_env or settings.password_prompt))
+    assets.check_controller(needs_sshpass=credentials.configured(settings))
     if settings.host_key_checking == "off":
         sys.stderr.write("mlcube-ssh-ansible: warning: host_key_checking is off, so host keys are not "
                          "verified and anyone on the network path can impersonate the host; "
@@ -286,7 +288,7 @@ def _follow_lost_hosts(settings: Settings, job: Job, reporter: Reporter, outcome
              "mlcube_ssh_reconnect_timeout": remaining,
              "mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
     invocation = dataclasses.replace(
-        _invocation("attach", settings, job, tags=("remote_run", "fetch"), extra=extra, verbosity=verbosity),
+        playbook_invocation("attach", settings, job, tags=("remote_run", "fetch"), extra=extra, verbosity=verbosity),
         limit=",".join(sorted(lost)))
     retried = run_playbook(invocation, reporter, cancel)
     failed_elsewhere = set(reporter.failures()) - set(lost)
@@ -337,8 +339,8 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
         reporter.write(f"{settings.host or settings.hosts}: nothing changed since the last configure; hosts not "
                        "contacted (skip_unchanged: false checks them anyway)")
         return Outcome(status="skipped", rc=0)
-    invocation = _invocation("configure", settings, job, check=check, verbosity=verbosity,
-                             exclude_from=exclude_from, extra=state.prune_vars())
+    invocation = playbook_invocation("configure", settings, job, check=check, verbosity=verbosity,
+                                     exclude_from=exclude_from, extra=state.prune_vars())
     with interruptible() as cancel:
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if cancel.is_set():
@@ -369,8 +371,8 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
     extra: dict[str, Any] = {
         "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}",
         **state.upload_vars(plan), **state.prune_vars(), **_handover_extra(settings)}
-    invocation = _invocation("run", settings, job, extra=extra, verbosity=verbosity, exclude_from=exclude_from,
-                             offered=offered)
+    invocation = playbook_invocation("run", settings, job, extra=extra, verbosity=verbosity,
+                                     exclude_from=exclude_from, offered=offered)
     record = state.start_run()
     with interrupts() as signals:
         signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
@@ -392,10 +394,10 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         reporter.write(f"interrupted: stopping run {job.run_id} on the remote hosts")
         stopped = CancelReport(write=reporter.write)
         try:
-            run_playbook(_invocation("cancel", settings, job, verbosity=verbosity), stopped, signals.abort)
+            run_playbook(playbook_invocation("cancel", settings, job, verbosity=verbosity), stopped, signals.abort)
             fetch = fetch_on_interrupt and not signals.abort.is_set()
             if fetch:
-                run_playbook(_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter,
+                run_playbook(playbook_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter,
                              signals.abort)
                 state.remember_fetched(reporter)
         finally:
@@ -415,7 +417,7 @@ def status(settings: Settings, job: Job, *, run_id: str | None = None, logs: boo
     _preflight(settings)
     reporter = _reporter(settings, reporter or Reporter(show_steps=False))
     job = State(settings, job).recorded_run(run_id)[0].job
-    invocation = _invocation("status", settings, job, extra={"mlcube_ssh_logs": logs}, verbosity=verbosity)
+    invocation = playbook_invocation("status", settings, job, extra={"mlcube_ssh_logs": logs}, verbosity=verbosity)
     outcome = run_playbook(invocation, reporter)
     _finish("status", outcome, reporter)
     return {host: report.status or {} for host, report in reporter.hosts.items()}
@@ -434,7 +436,7 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
     if len(record.get("hosts") or {}) > 1:
         extra["mlcube_ssh_per_host_results"] = True
     extra.update(_handover_extra(settings) if follow and fetch else {})
-    invocation = _invocation("attach", settings, job, tags=tags, verbosity=verbosity, extra=extra)
+    invocation = playbook_invocation("attach", settings, job, tags=tags, verbosity=verbosity, extra=extra)
     with interruptible() as cancel:
         outcome = run_playbook(invocation, reporter, cancel)
         if follow and fetch:

@@ -96,7 +96,7 @@ def test_cancelling_a_finished_run_by_id_signals_nothing(tmp_path: Path, ssh_hos
     try:
         remote(ssh_host, "sh", "-c", f"echo {bystander} > {run_dir}/pid", check=True)
 
-        outcome = run_playbook(workflow._invocation("cancel", settings, finished), quiet())
+        outcome = run_playbook(workflow.playbook_invocation("cancel", settings, finished), quiet())
 
         assert outcome.rc == 0
         assert remote(ssh_host, "kill", "-0", bystander).returncode == 0, "the cancel signalled a stranger"

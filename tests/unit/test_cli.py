@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from mlcube_ssh_ansible import assets, cli, doctor, render, rsync_items, workflow
+from mlcube_ssh_ansible.cli import render_files
 from mlcube_ssh_ansible.errors import HostFailure
 from mlcube_ssh_ansible.render import Job
 from mlcube_ssh_ansible.settings import forks_for, parse_settings
@@ -299,8 +300,8 @@ def test_render_writes_what_the_workflow_would_run(cube: Path, tmp_path: Path, s
     extravars["mlcube_ssh_pip_wheel"] = str(assets.pip_wheel())  # configure.yml seeds new virtualenvs from it
     assert yaml.safe_load((out / "inventory.yml").read_text()) == inventory
     assert yaml.safe_load((out / "extravars.yml").read_text()) == extravars
-    root = Path(cli.__file__).resolve().parent.parent
-    playbook = str(Path(cli.__file__).resolve().parent.parent / ".venv" / "bin" / "ansible-playbook")
+    root = Path(assets.__file__).resolve().parent.parent
+    playbook = str(Path(assets.__file__).resolve().parent.parent / ".venv" / "bin" / "ansible-playbook")
     assert f"cd {root} && " in result.stdout
     for name in ("configure", "run"):
         forks = forks_for(settings, name)
@@ -341,13 +342,13 @@ def test_without_secrets_drops_password_like_keys() -> None:
     dropped: list[str] = []
     inventory = {"all": {"vars": {"ansible_password": "x", "ansible_ssh_pass": "y", "ansible_user": "u",
                                   "nested": [{"token": "t", "k": 1}]}}}
-    cleaned = cli.without_secrets(inventory, dropped)
+    cleaned = render_files.without_secrets(inventory, dropped)
     assert cleaned == {"all": {"vars": {"ansible_user": "u", "nested": [{"k": 1}]}}}
     assert sorted(dropped) == ["ansible_password", "ansible_ssh_pass", "token"]
 
 
 def test_console_script_is_declared() -> None:
-    pyproject = (Path(cli.__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    pyproject = (Path(assets.__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert 'mlcube-ssh-ansible = "mlcube_ssh_ansible.cli:main"' in pyproject
     assert callable(cli.main)
 

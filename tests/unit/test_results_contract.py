@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 import yaml
 
-from mlcube_ssh_ansible import cli, doctor, report
+from mlcube_ssh_ansible import doctor, report
+from mlcube_ssh_ansible.cli import check_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "mlcube_ssh_ansible"
@@ -81,7 +82,7 @@ def test_every_result_kind_the_reporter_reads_is_returned_by_a_plugin() -> None:
 def test_every_fact_the_python_side_reads_is_set_by_a_role() -> None:
     set_facts = {key for task in all_tasks() for action in ("ansible.builtin.set_fact", "set_fact")
                  for key in (task.get(action) or {}) if isinstance(task.get(action), dict)}
-    for fact in (report.FETCH_DEST_FACT, doctor.CHECKS_FACT, cli.MISSING_FACT):
+    for fact in (report.FETCH_DEST_FACT, doctor.CHECKS_FACT, check_mode.MISSING_FACT):
         assert fact in set_facts, fact
 
 

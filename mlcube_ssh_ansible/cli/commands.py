@@ -1,0 +1,249 @@
+"""The click commands: each parses its options, loads the configuration, calls the workflow and prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .. import __version__, doctor, workflow
+from ..errors import Interrupted, SshAnsibleError
+from ..render import Job
+from ..report import Reporter
+from ..settings import RUNNER_NAME, Settings
+from .check_mode import CheckReport
+from .config import PROG, RUN_OPTIONS, load, parse_params, parse_task_args, run_options, select_tasks
+from .render_files import write_rendered
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# --log-level info shows Ansible's own output; debug adds ssh's account of each connection (-vvv).
+LOG_VERBOSITY = {"info": 1, "debug": 3}
+
+
+class _Cli(click.Group):
+    """Reports every SshAnsibleError once, as one line on stderr, and exits with its code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SshAnsibleError as error:
+            click.echo(f"{PROG}: {' '.join(str(error).split())}", err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo(f"{PROG}: interrupted", err=True)
+            ctx.exit(Interrupted.exit_code)
+
+
+def _verbosity(log_level: str | None, verbose: int) -> int:
+    """Ansible's verbosity from this command's and the group's --log-level / -v (the larger wins)."""
+    root = click.get_current_context().find_root().params
+    levels = [level for level in (log_level, root.get("log_level")) if level]
+    counts = [verbose, int(root.get("verbose") or 0)] + [LOG_VERBOSITY.get(level, 0) for level in levels]
+    verbosity = max(counts)
+    name = max(levels, key=LOG_LEVELS.index) if levels else "warning"
+    logging.basicConfig(level=name.upper(), format="%(levelname)s %(name)s: %(message)s")
+    return verbosity
+
+
+def _log_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    function = click.option("-v", "--verbose", count=True,
+                            help="More Ansible output: -v shows Ansible's output, -vvv ssh's too.")(function)
+    return click.option("--log-level", "--log_level", type=click.Choice(LOG_LEVELS), default=None,
+                        help="Logging level; info shows Ansible's output (-v), debug ssh's (-vvv).")(function)
+
+
+def _cube_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--mlcube", metavar="PATH", default=None,
+                     help="MLCube directory or its mlcube.yaml (default: the current directory)."),
+        click.option("--platform", metavar="NAME", default=RUNNER_NAME, show_default=True,
+                     help="Platform in the system settings ($MLCUBE_SYSTEM_SETTINGS or ~/mlcube.yaml)."),
+        click.option("--workspace", metavar="PATH", default=None,
+                     help="Workspace folder (default: the cube's workspace/)."),
+        click.option("-P", "-p", "params", metavar="KEY=VALUE", multiple=True,
+                     help="Override, e.g. -P runner.host=gpu2 or -Prunner.port=2222 (repeatable)."),
+    ]):
+        function = option(function)
+    return function
+
+
+def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for name in reversed(RUN_OPTIONS):
+        option = click.option(f"--{name}", default=None, help=f"`mlcube run --{name}`, passed to the host.")
+        function = option(function)
+    return function
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+@_log_options
+def cli(log_level: str | None, verbose: int) -> None:
+    """Run MLCube tasks on remote hosts over SSH, with Ansible doing the work."""
+
+
+@cli.command()
+@_cube_options
+@click.option("--check", is_flag=True,
+              help="Dry run: list per host the files that would be uploaded and the packages that would be "
+                   "installed; change nothing.")
+@_log_options
+def configure(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...], check: bool,
+              log_level: str | None, verbose: int) -> None:
+    """Create the remote Python, upload the cube, run the remote `mlcube configure`."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    if not check:
+        workflow.configure(loaded.settings, loaded.job(), verbosity=verbosity)
+        return
+    report = CheckReport()
+    workflow.configure(loaded.settings, loaded.job(), reporter=report, check=True, verbosity=verbosity)
+    for line in report.summary():
+        click.echo(line)
+
+
+@cli.command()
+@_cube_options
+@click.option("--task", default=None, metavar="NAMES",
+              help="Task(s) to run, comma-separated (default: the cube's only task).")
+@_run_options
+@click.option("--detach", is_flag=True,
+              help="Start the task(s) on every host and return at once, printing the run id; see status, "
+                   "logs, attach and fetch.")
+@click.argument("task_args", nargs=-1, metavar="[NAME=VALUE]...")
+@_log_options
+def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...], task: str | None,
+        detach: bool, task_args: tuple[str, ...], log_level: str | None, verbose: int,
+        **options: str | None) -> None:
+    """Upload what changed, run the task(s) remotely, fetch the workspace back.
+
+    The remote task runs detached from the SSH connection: if this command dies or loses its connection,
+    the task carries on and `attach` completes the job. Only Ctrl-C cancels it.
+    """
+    verbosity = _verbosity(log_level, verbose)
+    arguments = parse_task_args(task_args)
+    loaded = load(mlcube, platform, workspace, arguments, parse_params(params))
+    job = loaded.job(select_tasks(task, loaded.tasks), arguments, run_options(options))
+    job = dataclasses.replace(job, detach=detach, run_id=workflow.new_run_id())
+    workflow.run(loaded.settings, job, verbosity=verbosity)
+    if detach:
+        click.echo(f"started run {job.run_id}; follow it with `{PROG} attach --run {job.run_id}`")
+
+
+# ---------------------------------------------------------------------------------------- long runs
+
+_run_id_option = click.option("--run", "run_id", default=None, metavar="ID",
+                              help="Run id (default: the latest run recorded next to the workspace).")
+
+
+@cli.command()
+@_cube_options
+@_run_id_option
+@_log_options
+def status(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+           run_id: str | None, log_level: str | None, verbose: int) -> None:
+    """Per host: running, succeeded or failed, exit code and elapsed time of a run."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    states = workflow.status(loaded.settings, loaded.job(), run_id=run_id, verbosity=verbosity)
+    for host, state in sorted(states.items()):
+        click.echo(f"{host}: {describe_state(state)}")
+
+
+def describe_state(state: Mapping[str, Any]) -> str:
+    """`running (12.3 s)`, `succeeded (exit code 0, 4.1 s)` or `failed (exit code 3, 1.2 s)`."""
+    started, ended = state.get("started"), state.get("ended")
+    elapsed = ""
+    if started:
+        begin = datetime.datetime.fromisoformat(str(started))
+        end = datetime.datetime.fromisoformat(str(ended)) if ended else datetime.datetime.now(begin.tzinfo)
+        elapsed = f"{(end - begin).total_seconds():.1f} s"
+    if state.get("running") or state.get("rc") is None:
+        return f"running ({elapsed})" if state.get("running") else f"unknown ({state.get('msg') or 'no exit code'})"
+    verdict = "succeeded" if state.get("rc") == 0 else "failed"
+    return f"{verdict} (exit code {state.get('rc')}, {elapsed})"
+
+
+@cli.command()
+@_cube_options
+@_run_id_option
+@click.option("--follow", "-f", is_flag=True, help="Stream the output until the run ends.")
+@_log_options
+def logs(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+         run_id: str | None, follow: bool, log_level: str | None, verbose: int) -> None:
+    """The remote output of a run so far, per host; with --follow, until it ends."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    if follow:
+        workflow.attach(loaded.settings, loaded.job(), run_id=run_id, fetch=False, verbosity=verbosity,
+                        reporter=Reporter(show_steps=False))
+    else:
+        workflow.status(loaded.settings, loaded.job(), run_id=run_id, logs=True, verbosity=verbosity)
+
+
+@cli.command()
+@_cube_options
+@_run_id_option
+@_log_options
+def attach(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+           run_id: str | None, log_level: str | None, verbose: int) -> None:
+    """Follow a run to its end, then fetch exactly as an attached `run` would."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    workflow.attach(loaded.settings, loaded.job(), run_id=run_id, verbosity=verbosity)
+
+
+@cli.command()
+@_cube_options
+@_run_id_option
+@_log_options
+def fetch(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+          run_id: str | None, log_level: str | None, verbose: int) -> None:
+    """Fetch what a run has written so far, at any time (never deletes local files)."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    workflow.attach(loaded.settings, loaded.job(), run_id=run_id, follow=False, verbosity=verbosity)
+
+
+@cli.command(name="render")
+@_cube_options
+@click.option("--task", default=None, metavar="NAMES",
+              help="Task(s) the run command runs (default: the cube's only task; none: configure only).")
+@_run_options
+@click.option("--out", required=True, metavar="DIR", type=click.Path(file_okay=False),
+              help="Folder for inventory.yml and extravars.yml.")
+@click.argument("task_args", nargs=-1, metavar="[NAME=VALUE]...")
+@_log_options
+def render_command(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+                   task: str | None, out: str, task_args: tuple[str, ...], log_level: str | None,
+                   verbose: int, **options: str | None) -> None:
+    """Write the inventory and extra-vars for plain ansible-playbook, and print the commands."""
+    _verbosity(log_level, verbose)
+    arguments = parse_task_args(task_args)
+    loaded = load(mlcube, platform, workspace, arguments, parse_params(params))
+    job = loaded.job(select_tasks(task, loaded.tasks, required=False), arguments, run_options(options))
+    write_rendered(loaded, job, Path(out))
+
+
+@cli.command(name="doctor")
+@_cube_options
+@_log_options
+def doctor_command(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+                   log_level: str | None, verbose: int) -> None:
+    """Check the controller, the settings and every host; one line per check, non-zero exit on a failure."""
+    verbosity = _verbosity(log_level, verbose)
+
+    def load_settings() -> tuple[Settings, Job, str]:
+        loaded = load(mlcube, platform, workspace, (), parse_params(params))
+        return loaded.settings, loaded.job(), f"platform '{platform}' in {loaded.settings_file}"
+
+    doctor.doctor(load_settings, write=click.echo, verbosity=verbosity)
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli.main(prog_name=PROG)
