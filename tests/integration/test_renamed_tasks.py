@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlcube_ssh_ansible import assets, workflow
+from mlcube_ssh_ansible import assets, doctor, workflow
 from mlcube_ssh_ansible.errors import HostFailure
 from mlcube_ssh_ansible.render import Job
 from mlcube_ssh_ansible.report import Reporter
@@ -91,3 +91,18 @@ def test_a_failed_run_through_renamed_tasks_has_the_same_outcome(tmp_path: Path,
     seen = {name for name in ran.task_names | status.task_names if not name.startswith("Validating arguments")}
     assert seen and all(name.startswith("renamed ") for name in seen), seen
     assert renamed > 40
+
+
+def test_doctor_through_renamed_tasks_names_the_same_failed_check(tmp_path: Path, ssh_host: SshHost,
+                                                                    settings_file: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor role fails a host itself when a check failed: known from the checks, not the task's name."""
+    cube = example_cube(tmp_path)
+    settings = platform_settings(settings_file(ssh_host, interpreter={"type": "system", "python": "/usr/bin/python3"}))
+    job = Job(str(cube), str(cube / "workspace"))
+    monkeypatch.setattr(assets, "_PACKAGE", renamed_collection(tmp_path / "renamed")[0])
+
+    checks = doctor.host_checks(settings, job)
+
+    assert [check.name for check in checks if not check.ok] == ["remote mlcube"], [c.line() for c in checks]
+    assert "/usr/bin/python3 lacks mlcube" in next(check.detail for check in checks if not check.ok)
