@@ -65,29 +65,20 @@ class Job:
     detach: bool = False
 
 
-# MLCube's remote docker runner joins task arguments and run options into one shell string (os.system),
-# so characters a shell would interpret can't be passed on as data: they are refused instead.
-_SHELL_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
-_TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
 def check_job(job: Job) -> Job:
-    """Refuse task names, task arguments and run options that would not stay data on the remote host."""
+    """Refuse task names, task arguments, run options and run ids that would not stay data on the remote host
+    (their formats in spec.yml, which the preflight role checks on the hosts too)."""
     for task in job.tasks:
-        if not _TASK_NAME.match(task):
-            raise SettingsError(task, "task names may use only letters, digits and . _ -", kind="task")
+        if not spec.fmt("task_name").matches(task):
+            raise SettingsError(task, spec.fmt("task_name").says, kind="task")
     for argument in job.task_args:
-        name, sep, value = argument.partition("=")
-        if not sep or not _TASK_NAME.match(name):
-            raise SettingsError(argument, "task arguments look like name=value", kind="task argument")
-        if not _SHELL_SAFE_VALUE.match(value):
-            raise SettingsError(
-                name, f"{value!r} has characters a shell interprets (spaces, quotes, ; & $ ` ...); MLCube's "
-                "remote runner passes task arguments through a shell, so use a plain relative path",
-                kind="task argument")
+        if not spec.fmt("task_arg").matches(argument):
+            raise SettingsError(argument.partition("=")[0], spec.fmt("task_arg").says, kind="task argument")
     for option in job.run_options:
-        if not _SHELL_SAFE_VALUE.match(option.partition("=")[2]):
-            raise SettingsError(option.partition("=")[0], "has characters a shell interprets", kind="option")
+        if not spec.fmt("run_option").matches(option):
+            raise SettingsError(option.partition("=")[0], spec.fmt("run_option").says, kind="option")
+    if not spec.fmt("run_id").matches(job.run_id):
+        raise SettingsError("run", f"{job.run_id!r} {spec.fmt('run_id').says}", kind="option")
     return job
 
 

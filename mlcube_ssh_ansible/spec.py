@@ -147,11 +147,12 @@ def role_defaults(role: str) -> dict[str, Any]:
 
 
 def preflight_vars() -> dict[str, Any]:
-    """The preflight role's vars/main.yml: the names it refuses as a host, and the format of each variable it
-    declares, checked on every host (a user's inventory may set them per host, past settings.py)."""
+    """The preflight role's vars/main.yml: the names it refuses as a host, and the format of each variable that
+    has one, checked on every host when set (a user's inventory may set them per host, past settings.py), in
+    every playbook (all start with the preflight role)."""
     checks = []
     for name, entry in variables().items():
-        if "format" in entry and "mlcube_ssh_preflight" in entry.get("roles", {}):
+        if "format" in entry:
             rule = fmt(entry["format"])
             checks.append({"var": name, "pattern": rule.pattern, "says": rule.says,
                            "each": entry["type"] == "list", "empty": entry.get("default") == ""})

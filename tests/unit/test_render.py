@@ -154,6 +154,14 @@ def test_task_arguments_that_a_remote_shell_would_interpret_are_refused() -> Non
         check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("a;b",)))
     with pytest.raises(SettingsError, match="option '--gpus'"):
         check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("t",), run_options=("--gpus=$(id)",)))
+    with pytest.raises(SettingsError, match="task argument 'data'.*name=value"):
+        check_job(Job(cube_root="/c", workspace="/c/ws", tasks=("t",), task_args=("data",)))
+    # A run id names a folder under the host's runs/: never one above it (`status --run ..`, `cancel --run ../x`).
+    assert check_job(Job(cube_root="/c", workspace="/c/ws", run_id="20261204-130102-1a2b3c")).run_id
+    for bad in ("..", "../fetched", "a/b", ".hidden", "-x", "a b"):
+        with pytest.raises(SettingsError, match="option 'run'") as caught:
+            check_job(Job(cube_root="/c", workspace="/c/ws", run_id=bad))
+        assert repr(bad) in str(caught.value)
 
 
 def test_many_files_warn_before_upload(tmp_path) -> None:
