@@ -155,7 +155,7 @@ def test_the_docs_name_the_numbers_and_lists_the_code_uses() -> None:
     [platform] = [line for line in page.splitlines() if line.startswith("| `platform_settings` |")]
     assert ", ".join(f"`{key}`" for key in settings.DOCKER_PLATFORM_KEYS) in platform
     assert ", ".join(f"`{key}`" for key in settings.DOCKER_BUILD_STRATEGIES) in platform
-    assert "${" not in page
+    assert not [line for line in page.splitlines() if line.startswith("|") and "${" in line]
     with pytest.raises(SettingsError, match="must be an Ansible host pattern without spaces"):
         parse_settings({"inventory": str(ROOT / "README.md"), "hosts": "gpu gpu2", "platform": "docker",
                         "interpreter": {"type": "system"}})
