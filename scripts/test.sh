@@ -15,7 +15,7 @@ if ((has_path)); then
     exec .venv/bin/python -m pytest -q "$@"
 fi
 # The whole suite runs on parallel workers (pytest-xdist). Each worker has its own test users (tests/hosts.py:
-# user_name), so its own homes, virtualenvs and cubes, its own sshd port and containers; a free worker takes
-# the next test, the slowest first (tests/conftest.py). MLCUBE_TEST_WORKERS=0 runs it in one process; `-n N`
-# after this command overrides too.
-exec .venv/bin/python -m pytest -q -n "${MLCUBE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder tests "$@"
+# user_name), so its own homes, virtualenvs and cubes, its own sshd port and containers. Each worker has one
+# test queued and takes the next when it gets free, the slowest first (tests/conftest.py).
+# MLCUBE_TEST_WORKERS=0 runs everything in one process; `-n N` after this command overrides it too.
+exec .venv/bin/python -m pytest -q -n "${MLCUBE_TEST_WORKERS:-3}" --dist load --maxschedchunk 1 tests "$@"

@@ -26,6 +26,13 @@ SSHD_ADDRESSES: list[str] = [f"127.0.0.{i}" for i in range(2, 10)] + [PODMAN_ADD
 """Every address the test sshd listens on; each plays a separate machine."""
 
 SLOWEST_FIRST: tuple[str, ...] = (
+    # The longest tests, apart in pairs: at the start each worker is handed two tests in this order.
+    "tests/integration/test_install.py::test_readme_install_works_with_the_newest_pip",
+    "tests/integration/test_host_faults.py::test_a_full_remote_root",
+    "tests/integration/test_install.py::test_readme_install_keeps_an_existing_mlcube_install",
+    "tests/integration/test_configure_run.py::test_configure_run_fetch_and_idempotence",
+    "tests/integration/test_fleet.py::test_group_runs_in_parallel",
+    "tests/integration/test_other_hosts.py::test_podman_host_through_platform_settings",
     "tests/integration/test_install.py",
     "tests/integration/test_host_faults.py",
     "tests/integration/test_network_faults.py",

@@ -172,7 +172,14 @@ def test_a_second_ctrl_c_while_stopping_lets_the_stop_finish(tmp_path: Path, ssh
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     run_id = finished_record(cube)["run_id"]
     assert f"{ssh_host.address}: run {run_id} stopped" in output, output
+    # Said once when the first Ctrl-C arrives, and once as the command's one-line outcome, as for one Ctrl-C
+    # (test_reliability.py sends that one to the process group; here it goes to the mlcube process alone).
+    notices = [line for line in output.splitlines() if line.startswith("interrupted")]
+    outcomes = [line for line in output.splitlines() if f"run {run_id} interrupted" in line]
+    assert len(notices) == 1 and run_id in notices[0], output
+    assert len(outcomes) == 1 and "stopped" in outcomes[0], output
     assert leftovers(ssh_host, remote_dir) == ({}, [])
+    assert not (cube / "workspace" / "slept.txt").exists()
     assert list((tmp_path / "tmp").iterdir()) == []  # no private folder left behind
 
 

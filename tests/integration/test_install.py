@@ -9,12 +9,16 @@ MLCube with a current pip.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -25,11 +29,25 @@ from .conftest import PLAIN_PATH, user_env
 pytestmark = pytest.mark.integration
 
 README = REPO_ROOT / "README.md"
+NOT_SOURCES = {".venv", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis", ".ansible"}
 
 
-def documented_install(after: str = "\n## Install\n") -> list[list[str]]:
+def checkout_copy(dest: Path) -> Path:
+    """This checkout's sources copied to `dest` (links kept): pip and uv build a package in its source folder
+    (build/, *.egg-info), so tests on parallel workers each build from a copy of their own."""
+
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        top = Path(folder) == REPO_ROOT
+        return {name for name in names if name in NOT_SOURCES or name.endswith(".egg-info")
+                or (top and name in {"build", "dist"})}
+
+    shutil.copytree(REPO_ROOT, dest, symlinks=True, ignore=ignored)
+    return dest
+
+
+def documented_install(source: Path, after: str = "\n## Install\n") -> list[list[str]]:
     """The `pip install` commands of the README's first bash block after `after`, as argv lists, our package
-    name replaced by this checkout (the package is not on PyPI)."""
+    name replaced by `source`, a copy of this checkout (the package is not on PyPI)."""
     section = README.read_text().split(after, 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block, "README's Install section has no bash block"
@@ -40,7 +58,7 @@ def documented_install(after: str = "\n## Install\n") -> list[list[str]]:
             continue
         argv = shlex.split(line)
         assert argv[:2] == ["pip", "install"], f"README's install block has a command that is not pip: {line}"
-        commands.append([str(REPO_ROOT) + arg[len("mlcube-ssh-ansible"):] if arg.startswith("mlcube-ssh-ansible")
+        commands.append([str(source) + arg[len("mlcube-ssh-ansible"):] if arg.startswith("mlcube-ssh-ansible")
                          else arg for arg in argv])
     assert 1 <= len(commands) <= 2, "the install is one command, two at most"
     return commands
@@ -71,8 +89,8 @@ def pip_major_minor(bin_dir: Path) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def run_install(bin_dir: Path, after: str = "\n## Install\n") -> None:
-    for argv in documented_install(after):
+def run_install(bin_dir: Path, source: Path, after: str = "\n## Install\n") -> None:
+    for argv in documented_install(source, after):
         sh([str(bin_dir / "python"), "-m", *argv])
 
 
@@ -81,7 +99,7 @@ def test_readme_install_works_with_the_newest_pip_and_runs_a_cube(tmp_path: Path
     bin_dir = new_venv(tmp_path / "venv", newest_pip=True)
     assert pip_major_minor(bin_dir) >= (24, 1), "the newest pip must be one that rejects omegaconf 2.1.0's metadata"
 
-    run_install(bin_dir)
+    run_install(bin_dir, checkout_copy(tmp_path / "source"))
 
     installed = versions(bin_dir)
     assert installed["mlcube"] == "0.0.9"
@@ -107,7 +125,7 @@ def test_readme_install_keeps_an_existing_mlcube_install(tmp_path: Path) -> None
     before = versions(bin_dir)
     assert before["omegaconf"] == "2.1.0"
 
-    run_install(bin_dir, after="**Beside an existing MLCube**")
+    run_install(bin_dir, checkout_copy(tmp_path / "source"), after="**Beside an existing MLCube**")
 
     after = versions(bin_dir)
     changed = {name: (version, after.get(name)) for name, version in before.items() if after.get(name) != version}
@@ -122,8 +140,9 @@ def test_readme_uv_command_installs_it(tmp_path: Path) -> None:
     assert block, "README has no uv command"
     argv = shlex.split(block.group(1).strip())
     assert argv[:3] == ["uv", "pip", "install"]
-    argv = [str(REPO_ROOT) + arg[len("mlcube-ssh-ansible"):] if arg.startswith("mlcube-ssh-ansible")
-            else str(REPO_ROOT / arg) if arg == "overrides.txt" else arg for arg in argv]
+    source = checkout_copy(tmp_path / "source")
+    argv = [str(source) + arg[len("mlcube-ssh-ansible"):] if arg.startswith("mlcube-ssh-ansible")
+            else str(source / arg) if arg == "overrides.txt" else arg for arg in argv]
     tool = new_venv(tmp_path / "tool", newest_pip=False)
     sh([str(tool / "python"), "-m", "pip", "install", "-q", "uv"])
     sh([str(tool / "uv"), "venv", "-q", "-p", sys.executable, str(tmp_path / "venv")])
@@ -138,15 +157,30 @@ def test_readme_uv_command_installs_it(tmp_path: Path) -> None:
     sh([str(bin_dir / "python"), "-c", "import mlcube_ssh_ansible.runner, ansible_collections.ansible.posix"])
 
 
+@pytest.fixture(scope="session")
+def built_wheels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This checkout's wheel, and antlr4-python3-runtime 4.8's (omegaconf's; an sdist only, so built here, pure
+    Python, as pip would): built once per test run for the Python versions below, by whichever parallel worker
+    comes first (a lock in the run's temp folder, which the workers share)."""
+    run_folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_folder = run_folder.parent  # the workers' own folders are popen-gw0, ... in it
+    wheels = run_folder / "built-wheels"
+    with (run_folder / "built-wheels.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not wheels.is_dir():
+            building = tmp_path_factory.mktemp("wheels")
+            sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(building / "wheels"),
+                str(checkout_copy(building / "source")), "antlr4-python3-runtime==4.8"])
+            (building / "wheels").rename(wheels)
+    yield wheels
+
+
 @pytest.mark.parametrize("python", ["3.9", "3.12", "3.13"])
-def test_pins_allow_other_controller_pythons(tmp_path: Path, python: str) -> None:
+def test_pins_allow_other_controller_pythons(tmp_path: Path, built_wheels: Path, python: str) -> None:
     """Only 3.11 runs here; resolving the wheel's dependencies for other Pythons shows no pin rules them out."""
-    wheels = tmp_path / "wheels"
-    # antlr4-python3-runtime 4.8 (omegaconf's) is an sdist only: built here, pure Python, as pip would.
-    sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO_ROOT),
-        "antlr4-python3-runtime==4.8"])
-    [wheel] = wheels.glob("mlcube_ssh_ansible-*.whl")
+    [wheel] = built_wheels.glob("mlcube_ssh_ansible-*.whl")
     sh([sys.executable, "-m", "pip", "download", "-q", "--python-version", python, "--only-binary=:all:",
-        "--find-links", str(wheels), "-d", str(tmp_path / "resolved"), f"{wheel}[ansible,mlcube]"])
+        "--find-links", str(built_wheels), "-d", str(tmp_path / "resolved"), f"{wheel}[ansible,mlcube]"])
     resolved = {path.name.split("-")[0].lower() for path in (tmp_path / "resolved").iterdir()}
     assert {"ansible", "ansible_core", "ansible_runner", "omegaconf", "cookiecutter"} <= resolved

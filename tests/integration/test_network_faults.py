@@ -179,10 +179,10 @@ def test_resets_while_following_resume_the_output_exactly(tmp_path: Path, net_ho
     assert record_of(cube)["hosts"][net_host.address]["exit_code"] == 0
 
 
-def test_sshd_restart_while_following_is_ridden_out(tmp_path: Path, net_host: SshHost, live: Sshd,
-                                                    settings_file: Any) -> None:
+def test_sshd_restart_while_following_is_ridden_out_and_the_tasks_own_exit_code_decides(
+        tmp_path: Path, net_host: SshHost, live: Sshd, settings_file: Any) -> None:
     cube = configured_ticker(tmp_path, net_host, settings_file)
-    run = Spawned("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=count")
+    run = Spawned("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=count,fail")
     try:
         assert run.wait_for("tick 20 of", timeout=300), run.output
         live.stop()  # the listener goes; sessions already open stay, as with a real restart ...
@@ -194,28 +194,12 @@ def test_sshd_restart_while_following_is_ridden_out(tmp_path: Path, net_host: Ss
         run.kill()
         kill_leftovers(net_host, remote_dir(net_host, cube))
 
-    assert rc == 0, run.output
-    assert ticks(run.output) == list(range(1, TICKS + 1)), run.output
-    assert "reconnected after" in run.output
-    assert_outputs_match_the_record(cube, net_host, ["counted.txt"])
-
-
-def test_the_tasks_own_exit_code_decides_after_a_reset(tmp_path: Path, net_host: SshHost, live: Sshd,
-                                                      settings_file: Any) -> None:
-    cube = configured_ticker(tmp_path, net_host, settings_file)
-    run = Spawned("run", f"--mlcube={cube}", "--platform=ssh-ansible", "--task=count,fail")
-    try:
-        assert run.wait_for("tick 15 of", timeout=300), run.output
-        reset_until_lost(run, live)
-        rc = run.finish(timeout=300)
-    finally:
-        run.kill()
-        kill_leftovers(net_host, remote_dir(net_host, cube))
     assert rc == 3, run.output  # the `fail` task's exit code, not a connection error
     assert ticks(run.output) == list(range(1, TICKS + 1)), run.output
     assert "reconnected after" in run.output and "unreachable" not in run.output, run.output
     assert (cube / "workspace" / "fail_output" / "partial.txt").exists()
     assert record_of(cube)["hosts"][net_host.address]["exit_code"] == 3
+    assert_outputs_match_the_record(cube, net_host, ["counted.txt"])
 
 
 # ------------------------------------------------------------------------------------------ the limit, a host gone
