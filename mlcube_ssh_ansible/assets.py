@@ -27,6 +27,10 @@ MLCUBE_INSTALL_HINT = "install it with `pip install --no-deps mlcube==0.0.9` (RE
 # ansible_collections/mlcube/ssh/ (in a checkout: links to the top-level galaxy.yml, meta/, plugins/, roles/ and
 # playbooks/; in the wheel: copies), so the package folder is a collections path for Ansible.
 COLLECTION = "mlcube.ssh"
+# The playbooks' tags the shim runs parts of a playbook by; prefixed (as all of the collection's tags), so they
+# never collide with other tags when a playbook is imported into a bigger play.
+TAG_REMOTE_RUN = "mlcube_ssh_remote_run"
+TAG_FETCH = "mlcube_ssh_fetch"
 
 
 def collection_dir() -> Path:

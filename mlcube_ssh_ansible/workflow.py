@@ -288,7 +288,8 @@ def _follow_lost_hosts(settings: Settings, job: Job, reporter: Reporter, outcome
              "mlcube_ssh_reconnect_timeout": remaining,
              "mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
     invocation = dataclasses.replace(
-        playbook_invocation("attach", settings, job, tags=("remote_run", "fetch"), extra=extra, verbosity=verbosity),
+        playbook_invocation("attach", settings, job, tags=(assets.TAG_REMOTE_RUN, assets.TAG_FETCH), extra=extra,
+                            verbosity=verbosity),
         limit=",".join(sorted(lost)))
     retried = run_playbook(invocation, reporter, cancel)
     failed_elsewhere = set(reporter.failures()) - set(lost)
@@ -397,8 +398,8 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
             run_playbook(playbook_invocation("cancel", settings, job, verbosity=verbosity), stopped, signals.abort)
             fetch = fetch_on_interrupt and not signals.abort.is_set()
             if fetch:
-                run_playbook(playbook_invocation("run", settings, job, tags=("fetch",), verbosity=verbosity), reporter,
-                             signals.abort)
+                run_playbook(playbook_invocation("run", settings, job, tags=(assets.TAG_FETCH,), verbosity=verbosity),
+                             reporter, signals.abort)
                 state.remember_fetched(reporter)
         finally:
             state.finish_run(record, reporter)
@@ -431,7 +432,7 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
     state, record = State(settings, job).recorded_run(run_id)
     job = state.job
     reporter = _reporter(settings, reporter, verbosity, state.run_output_dir())
-    tags = ("remote_run",) * follow + ("fetch",) * fetch
+    tags = (assets.TAG_REMOTE_RUN,) * follow + (assets.TAG_FETCH,) * fetch
     extra: dict[str, Any] = {"mlcube_ssh_follow_cursor": uuid.uuid4().hex}
     if len(record.get("hosts") or {}) > 1:
         extra["mlcube_ssh_per_host_results"] = True
