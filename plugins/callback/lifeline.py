@@ -1,3 +1,4 @@
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Ends ansible-playbook when the mlcube-ssh-ansible process that started it dies.
 
 ansible-runner starts ansible-playbook on a pseudo-terminal with SIGHUP ignored, so a controller that
@@ -7,13 +8,6 @@ The remote task itself runs detached and is not affected: `attach` finds it late
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import sys
-
-from ansible.plugins.callback import CallbackBase
-
 DOCUMENTATION = """
 name: lifeline
 type: aggregate
@@ -21,7 +15,18 @@ short_description: End ansible-playbook when its parent process dies (Linux)
 description:
   - Asks the kernel (prctl PR_SET_PDEATHSIG) to send SIGTERM to ansible-playbook when the process that
     started it exits. Enabled by mlcube-ssh-ansible; does nothing on other systems.
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
+requirements:
+  - Enable it with C(callbacks_enabled = mlcube.ssh.lifeline) (environment C(ANSIBLE_CALLBACKS_ENABLED)).
 """
+
+import ctypes
+import os
+import signal
+import sys
+
+from ansible.plugins.callback import CallbackBase
 
 _PR_SET_PDEATHSIG = 1
 

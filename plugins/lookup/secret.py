@@ -14,13 +14,52 @@ DOCUMENTATION = r"""
 name: secret
 short_description: Values of controller environment variables named as secrets, as one dict
 description:
-  - Returns one dict, name -> value, for the names given as terms. A name that is not set fails with a
+  - Returns one dict, name to value, for the names given as terms. A name that is not set fails with a
     message that names it (never a value).
   - With O(missing), returns the list of the names that are not set (or not offered) instead, and never
     reads a value.
+  - Run by mlcube-ssh-ansible, the values come over a Unix socket from the process that started Ansible
+    (named by the environment variable C(MLCUBE_SSH_SECRETS_SOCKET)), and only the names it offers. Run by
+    plain ansible-playbook, they come from ansible-playbook's own environment.
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
-  _terms: {description: Environment variable names., required: true}
-  missing: {description: Return the missing names instead of the values., type: bool, default: false}
+  _terms:
+    description: Environment variable names.
+    type: list
+    elements: str
+    required: true
+  missing:
+    description: Return the missing names instead of the values.
+    type: bool
+    default: false
+notes:
+  - The values are marked unsafe, so Ansible never templates them. Pass them only to options declared
+    C(no_log), as M(mlcube.ssh.launch) declares O(mlcube.ssh.launch#module:secrets).
+"""
+
+EXAMPLES = r"""
+- name: Start a run whose task gets HF_TOKEN in its environment
+  mlcube.ssh.launch:
+    argv: [python3, -m, mlcube, run, --mlcube=., --platform=docker, --task=train]
+    chdir: ~/mlcube/hello-1a2b3c4d
+    run_dir: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/runs/20250101-120000
+    lock: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/run.lock
+    secrets: "{{ lookup('mlcube.ssh.secret', 'HF_TOKEN') }}"
+
+- name: Fail before touching any host when a secret is not set
+  ansible.builtin.assert:
+    that: lookup('mlcube.ssh.secret', 'HF_TOKEN', 'WANDB_API_KEY', missing=true) | length == 0
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+_raw:
+  description:
+    - One dict, name to value; or, with O(missing), the list of the names that are not set.
+  type: list
+  elements: raw
 """
 
 import json

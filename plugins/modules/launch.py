@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Start a command detached from the SSH session, with its output and exit code kept in a run folder."""
 
 from __future__ import annotations
@@ -11,45 +12,112 @@ description:
     connection or a killed controller does not stop it.
   - The run folder O(run_dir) receives C(stdout.log), C(stderr.log), C(pid) (the command's process
     group), C(argv.json), C(started) and, when the command ends, C(ended) and C(rc) (written atomically).
-  - A lock file O(lock) keeps two runs of the same cube on the same host apart; a second launch while
-    the first is running fails with a message naming the running one.
+  - A lock file O(lock) keeps two runs of the same cube on the same host apart. A second launch while the
+    first is running fails with a message naming the running one.
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
-  argv: {type: list, elements: str, required: true, description: The command.}
-  chdir: {type: path, required: true, description: Working directory.}
-  run_dir: {type: path, required: true, description: Folder for this run's logs and exit code.}
-  lock: {type: path, required: true, description: Lock file shared by all runs of this cube.}
-  holder: {type: str, default: '', description: Who starts the run, written into the lock.}
-  sync_stamp: {type: str, default: '', description: Written to O(sync_file) before the start; empty writes nothing.}
-  sync_file: {type: path, description: Where O(sync_stamp) goes (marks the uploaded copy as this run's).}
+  argv:
+    description: The command, as a list (no shell).
+    type: list
+    elements: str
+    required: true
+  chdir:
+    description: Working directory of the command.
+    type: path
+    required: true
+  run_dir:
+    description: Folder for this run's logs and exit code.
+    type: path
+    required: true
+  lock:
+    description: Lock file shared by all runs of this cube.
+    type: path
+    required: true
+  holder:
+    description: Who starts the run, written into the lock and shown to a refused second run.
+    type: str
+    default: ''
+  sync_stamp:
+    description: Written to O(sync_file) before the start; empty writes nothing.
+    type: str
+    default: ''
+  sync_file:
+    description: Where O(sync_stamp) goes (it marks the uploaded copy as this run's).
+    type: path
   secrets:
-    type: dict
-    default: {}
     description:
-      - Name -> value, added to the command's environment, never written to a file or a command line. Every
+      - Name to value, added to the command's environment, never written to a file or a command line. Every
         value is masked (C(********)) in C(stdout.log) and C(stderr.log) before it is written.
       - C(docker run) and C(podman run) started by the command get C(-e NAME) for each name (Docker copies
         the value from its client's environment) and C(--rm), so the engine forgets the container, and the
-        values in its configuration, when it ends: a wrapper in C(<run_dir>/bin), first on C(PATH).
-      - Send this option only with pipelining (the module's arguments then stay in memory on the host).
+        values in its configuration, when it ends. This is done by a wrapper in C(<run_dir>/bin), first on
+        C(PATH).
+      - Send this option only with pipelining, so that the module's arguments stay in memory on the host.
+    type: dict
+    default: {}
   wait:
-    type: float
-    default: 0
     description:
       - Most seconds to wait for the command to end before returning. When it ends in time and its output fits
-        O(max_bytes), the result is also a final answer of mlcube.ssh.follow (C(done), C(rc), all output), so a
-        short task costs one module call instead of two. 0 returns at once.
-  max_bytes: {type: int, default: 262144, description: Most bytes of each stream a final answer carries.}
-author: mlcube-ssh-ansible
+        O(max_bytes), the result is also a final answer of M(mlcube.ssh.follow) (RV(done), RV(rc), all output),
+        so a short task costs one module call instead of two. V(0) returns at once.
+    type: float
+    default: 0
+  max_bytes:
+    description: Most bytes of each stream a final answer carries.
+    type: int
+    default: 262144
+attributes:
+  check_mode:
+    support: full
+    description: Starts nothing, and reports the change a real run would make.
+seealso:
+  - module: mlcube.ssh.follow
+  - module: mlcube.ssh.stop
+"""
+
+EXAMPLES = r"""
+- name: Start mlcube run detached from the connection
+  mlcube.ssh.launch:
+    argv: [~/.mlcube-ssh-ansible/venv/bin/python, -m, mlcube, run, --mlcube=., --platform=docker, --task=hello]
+    chdir: ~/mlcube/hello-1a2b3c4d
+    run_dir: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/runs/20250101-120000
+    lock: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/run.lock
+    holder: alice@laptop pid 4242
+    secrets: "{{ lookup('mlcube.ssh.secret', ['HF_TOKEN']) }}"
+    wait: 2
+  register: launched
 """
 
 RETURN = r"""
-run_dir: {description: The run folder., returned: always, type: str}
-pid: {description: Process group id of the command., returned: success, type: int}
-done: {description: Whether the command ended within O(wait), all output returned., returned: success, type: bool}
-stdout: {description: All standard output, when C(done)., returned: when done, type: str}
-stderr: {description: All standard error, when C(done)., returned: when done, type: str}
-offsets: {description: Bytes of each stream returned (as mlcube.ssh.follow)., returned: when done, type: dict}
-rc: {description: The command's exit code, when C(done)., returned: when done, type: int}
+run_dir:
+  description: The run folder.
+  returned: always
+  type: str
+pid:
+  description: Process group id of the command.
+  returned: success
+  type: int
+done:
+  description: Whether the command ended within O(wait), with all its output returned.
+  returned: success
+  type: bool
+stdout:
+  description: All standard output, when RV(done).
+  returned: when done
+  type: str
+stderr:
+  description: All standard error, when RV(done).
+  returned: when done
+  type: str
+offsets:
+  description: Bytes of each stream returned (as M(mlcube.ssh.follow) returns them).
+  returned: when done
+  type: dict
+rc:
+  description: The command's exit code, when RV(done).
+  returned: when done
+  type: int
 """
 
 import datetime

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Work out (and optionally create) every remote path the other steps use, in one round trip."""
 
 from __future__ import annotations
@@ -10,42 +11,119 @@ description:
   - Expands C(~) in O(remote_root) and O(venv_location) to the remote user's home and returns the cube
     folder, its workspace, the state folder and the Python that runs MLCube, with whether it exists.
   - With O(create), creates the cube folder (like C(mkdir -p)); changed only when it did not exist.
-    The folders it creates (O(remote_root), the state folders below it, and for a virtualenv its parent
-    O(venv_location)) are private, with mode 0700, or 2750 and group O(group). Those
-    that exist already and belong to the remote user are made_private to that mode; the others (the home
-    folder itself, folders of other users, C(/)) are left as they are, with a warning naming them
-    when other users can enter them.
+  - The folders it creates (O(remote_root), the state folders below it, and for a virtualenv its parent
+    O(venv_location)) are private, with mode 0700, or 2750 and group O(group). Those that exist already and
+    belong to the remote user are given that mode (RV(made_private)). The others (the home folder itself,
+    folders of other users, C(/)) are left as they are, with a warning naming them when other users can
+    enter them.
   - Returns the stamp the last run left next to the uploaded cube (C(<state_dir>/synced)), if the cube's
-    C(mlcube.yaml) is still there: the upload step skips a host whose stamp is the one the controller expects.
+    C(mlcube.yaml) is still there. The upload step skips a host whose stamp is the one the controller expects.
   - With O(clear_synced) (the play uploads), a stamp other than O(synced_expected) is removed and not
-    returned: the upload that follows replaces the files it vouched for.
+    returned, since the upload that follows replaces the files it vouched for.
   - One module call instead of several keeps a warm command fast.
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
-  remote_root: {type: str, required: true, description: Folder holding uploaded cubes.}
-  remote_name: {type: str, required: true, description: The cube's folder name under O(remote_root).}
-  interpreter_type: {type: str, choices: [system, virtualenv], required: true, description: Python kind.}
-  python: {type: str, required: true, description: System Python (name or path).}
-  venv_location: {type: str, required: true, description: Parent folder of the virtualenv.}
-  venv_name: {type: str, required: true, description: Folder name of the virtualenv.}
-  create: {type: bool, default: false, description: Create the cube folder.}
-  clear_synced: {type: bool, default: false, description: Remove an upload stamp other than O(synced_expected).}
-  synced_expected: {type: str, default: '', description: The upload stamp the controller expects here.}
-  group: {type: str, default: '', description: Group that may read the private folders; empty for owner only.}
-author: mlcube-ssh-ansible
+  remote_root:
+    description: Folder holding uploaded cubes, absolute or starting with C(~/).
+    type: path
+    required: true
+  remote_name:
+    description: The cube's folder name under O(remote_root).
+    type: str
+    required: true
+  interpreter_type:
+    description: Use O(python) as it is (V(system)), or a virtualenv in O(venv_location) (V(virtualenv)).
+    type: str
+    choices: [system, virtualenv]
+    required: true
+  python:
+    description: The system Python, a name looked up on C(PATH) or a path.
+    type: path
+    required: true
+  venv_location:
+    description: Parent folder of the virtualenv, absolute or starting with C(~/).
+    type: path
+    required: true
+  venv_name:
+    description: Folder name of the virtualenv.
+    type: str
+    required: true
+  create:
+    description: Create the cube folder and the private folders above it.
+    type: bool
+    default: false
+  clear_synced:
+    description: Remove an upload stamp other than O(synced_expected).
+    type: bool
+    default: false
+  synced_expected:
+    description: The upload stamp the controller expects on this host.
+    type: str
+    default: ''
+  group:
+    description: Group that may read the private folders; empty for the owner only.
+    type: str
+    default: ''
+attributes:
+  check_mode:
+    support: full
+    description: Creates and changes nothing, and reports what it would.
+"""
+
+EXAMPLES = r"""
+- name: Work out the remote paths, creating the cube's folder
+  mlcube.ssh.paths:
+    remote_root: ~/mlcube
+    remote_name: hello-1a2b3c4d
+    interpreter_type: virtualenv
+    python: python3
+    venv_location: ~/.mlcube-ssh-ansible
+    venv_name: venv
+    create: true
+  register: paths
+
+- name: Use them
+  ansible.builtin.debug:
+    msg: "{{ paths.env_python }} runs MLCube in {{ paths.remote_dir }}"
 """
 
 RETURN = r"""
-remote_root: {description: Absolute folder holding uploaded cubes., returned: always, type: str}
-remote_dir: {description: The cube's folder., returned: always, type: str}
-remote_workspace: {description: The cube's remote workspace., returned: always, type: str}
-state_dir: {description: Folder for this cube's fingerprints, locks and runs., returned: always, type: str}
-venv_dir: {description: The virtualenv folder (virtualenv type)., returned: always, type: str}
-env_python: {description: Python that runs MLCube., returned: always, type: str}
+remote_root:
+  description: Absolute folder holding uploaded cubes.
+  returned: always
+  type: str
+  sample: /home/alice/mlcube
+remote_dir:
+  description: The cube's folder.
+  returned: always
+  type: str
+  sample: /home/alice/mlcube/hello-1a2b3c4d
+remote_workspace:
+  description: The cube's remote workspace.
+  returned: always
+  type: str
+state_dir:
+  description: Folder for this cube's fingerprints, locks and runs.
+  returned: always
+  type: str
+  sample: /home/alice/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d
+venv_dir:
+  description: The virtualenv folder (for the virtualenv type).
+  returned: always
+  type: str
+env_python:
+  description: The Python that runs MLCube.
+  returned: always
+  type: str
 env_python_exists:
-  description: Whether env_python exists (a bare name is looked up on PATH).
+  description: Whether RV(env_python) exists (a bare name is looked up on C(PATH)).
   returned: always
   type: bool
-synced: {description: The last run's upload stamp, or an empty string., returned: always, type: str}
+synced:
+  description: The last run's upload stamp, or an empty string.
+  returned: always
+  type: str
 made_private:
   description: Folders created, or whose mode (or group) was changed to the private one.
   returned: always
@@ -55,6 +133,7 @@ made_private:
 
 import grp
 import os
+import pwd
 import shutil
 import stat
 
@@ -111,11 +190,11 @@ def _private(module, paths, group, home, check):
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            remote_root=dict(type="str", required=True),
+            remote_root=dict(type="path", required=True),
             remote_name=dict(type="str", required=True),
             interpreter_type=dict(type="str", choices=["system", "virtualenv"], required=True),
-            python=dict(type="str", required=True),
-            venv_location=dict(type="str", required=True),
+            python=dict(type="path", required=True),
+            venv_location=dict(type="path", required=True),
             venv_name=dict(type="str", required=True),
             create=dict(type="bool", default=False),
             clear_synced=dict(type="bool", default=False),
@@ -125,15 +204,15 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    root = os.path.expanduser(params["remote_root"]).rstrip("/") or "/"
+    root = params["remote_root"].rstrip("/") or "/"
     remote_dir = os.path.join(root, params["remote_name"])
-    venv_dir = os.path.join(os.path.expanduser(params["venv_location"]), params["venv_name"])
+    venv_dir = os.path.join(params["venv_location"], params["venv_name"])
     if params["interpreter_type"] == "virtualenv":
         env_python = os.path.join(venv_dir, "bin", "python")
         exists = os.path.exists(env_python)
     else:
         env_python = params["python"]
-        exists = shutil.which(os.path.expanduser(env_python)) is not None
+        exists = shutil.which(env_python) is not None
     state_dir = os.path.join(root, ".mlcube-ssh-ansible", params["remote_name"])
     synced_file = os.path.join(state_dir, "synced")
     synced = ""
@@ -150,7 +229,7 @@ def main() -> None:
             os.remove(synced_file)  # bookkeeping of ours, not a change to the user's files
     made_private = []
     if params["create"]:
-        home = os.path.expanduser("~").rstrip("/") or "/"
+        home = (os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir).rstrip("/") or "/"  # what ~ means
         # Not the cube's folder: the upload gives it the local folder's mode (as to every file in it), and
         # the private remote_root above it keeps others out.
         folders = [root, os.path.join(root, ".mlcube-ssh-ansible"), state_dir]

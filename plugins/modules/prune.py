@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Delete from the remote workspace the fetched files the user has since deleted locally."""
 
 from __future__ import annotations
@@ -11,15 +12,44 @@ description:
     and modification time (whole seconds). The file is deleted only if it still has that size and time, so a
     result the host wrote since that fetch is never lost. Folders left empty by a deletion are removed too.
   - Paths that are absolute, contain C(..), or lead through a symbolic link are ignored.
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
-  root: {type: path, required: true, description: The remote workspace.}
-  files: {type: list, elements: raw, required: true, description: "[path, size, mtime] entries."}
-author: mlcube-ssh-ansible
+  root:
+    description: The remote workspace.
+    type: path
+    required: true
+  files:
+    description: C([path, size, mtime]) entries, paths relative to O(root).
+    type: list
+    elements: raw
+    required: true
+attributes:
+  check_mode:
+    support: full
+    description: Deletes nothing, and reports what it would delete.
+"""
+
+EXAMPLES = r"""
+- name: Delete the fetched results the user deleted locally since
+  mlcube.ssh.prune:
+    root: ~/mlcube/hello-1a2b3c4d/workspace
+    files:
+      - [greeting.txt, 14, 1735732800]
+      - [logs/train.log, 2048, 1735732811]
 """
 
 RETURN = r"""
-pruned: {description: Paths deleted., returned: always, type: list}
-kept: {description: Paths kept because the host changed them since the fetch., returned: always, type: list}
+pruned:
+  description: Paths deleted.
+  returned: always
+  type: list
+  elements: str
+kept:
+  description: Paths kept because the host changed them since the fetch.
+  returned: always
+  type: list
+  elements: str
 """
 
 import os

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Fingerprint a directory tree plus settings, and compare it with (or record it in) a stamp file."""
 
 from __future__ import annotations
@@ -9,20 +10,67 @@ short_description: Tell whether a directory and some settings changed since they
 description:
   - Computes a SHA-256 over every entry's relative path, type, size, modification time and link
     target below O(path) (except top-level names in O(exclude)), plus O(extra).
-  - With O(state=check) reports whether that equals the digest stored in O(stamp); never changes anything.
-  - With O(state=present) stores the digest in O(stamp) (changed only when it differs).
+  - With O(state=check), reports whether that equals the digest stored in O(stamp); never changes anything.
+  - With O(state=present), stores the digest in O(stamp) (changed only when it differs).
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
-  path: {type: path, required: true, description: Directory to fingerprint.}
-  exclude: {type: list, elements: str, default: [], description: Top-level names to leave out.}
-  extra: {type: str, default: '', description: Settings that belong to the fingerprint.}
-  stamp: {type: path, required: true, description: File that holds the recorded digest.}
-  state: {type: str, choices: [check, present], default: check, description: Compare or record.}
-author: mlcube-ssh-ansible
+  path:
+    description: Directory to fingerprint.
+    type: path
+    required: true
+  exclude:
+    description: Top-level names to leave out.
+    type: list
+    elements: str
+    default: []
+  extra:
+    description: Settings that belong to the fingerprint.
+    type: str
+    default: ''
+  stamp:
+    description: File that holds the recorded digest.
+    type: path
+    required: true
+  state:
+    description: Compare with the recorded digest (V(check)) or record it (V(present)).
+    type: str
+    choices: [check, present]
+    default: check
+attributes:
+  check_mode:
+    support: full
+    description: Records nothing, and reports whether O(state=present) would.
+"""
+
+EXAMPLES = r"""
+- name: Did the cube or its settings change since the last configure?
+  mlcube.ssh.stamp:
+    path: ~/mlcube/hello-1a2b3c4d
+    exclude: [workspace]
+    extra: "docker\npython3"
+    stamp: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/configured
+  register: fingerprint
+
+- name: Record it after a successful configure
+  mlcube.ssh.stamp:
+    path: ~/mlcube/hello-1a2b3c4d
+    exclude: [workspace]
+    extra: "docker\npython3"
+    stamp: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/configured
+    state: present
+  when: not fingerprint.matched
 """
 
 RETURN = r"""
-digest: {description: The current digest., returned: always, type: str}
-matched: {description: Whether the stamp holds the current digest., returned: always, type: bool}
+digest:
+  description: The current digest (empty when O(path) does not exist).
+  returned: always
+  type: str
+matched:
+  description: Whether O(stamp) holds the current digest.
+  returned: always
+  type: bool
 """
 
 import hashlib

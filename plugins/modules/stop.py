@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Stop a command started by mlcube.ssh.launch: its process group, and the Docker containers it started."""
 
 from __future__ import annotations
@@ -7,25 +8,63 @@ DOCUMENTATION = r"""
 module: stop
 short_description: Stop a launched MLCube run and the containers it started
 description:
-  - Sends SIGTERM to the run's process group, waits up to O(grace) seconds, then SIGKILL.
-  - A run that already ended (its C(rc) file exists) is left alone: nothing is signalled and no container
+  - Sends SIGTERM to the run's process group, waits up to O(grace) seconds, then sends SIGKILL.
+  - A run that already ended (its C(rc) file exists) is left alone. Nothing is signalled and no container
     is killed, since its process group id may belong to another process by now.
-  - With O(docker), also kills the running containers that bind-mount a path below O(mounts_below)
-    (MLCube's docker runner starts containers that outlive a killed C(docker run) client).
+  - With O(docker), also kills the running containers that bind-mount a path below O(mounts_below).
+    MLCube's docker runner starts containers that outlive a killed C(docker run) client.
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
-  run_dir: {type: path, required: true, description: The run folder given to mlcube.ssh.launch.}
-  grace: {type: float, default: 10.0, description: Seconds between SIGTERM and SIGKILL.}
-  docker: {type: str, default: '', description: Docker executable; empty for non-Docker platforms.}
-  mounts_below: {type: path, description: Kill containers with a bind mount below this folder.}
-author: mlcube-ssh-ansible
+  run_dir:
+    description: The run folder given to M(mlcube.ssh.launch).
+    type: path
+    required: true
+  grace:
+    description: Seconds between SIGTERM and SIGKILL.
+    type: float
+    default: 10.0
+  docker:
+    description: Docker executable; empty for platforms other than Docker.
+    type: str
+    default: ''
+  mounts_below:
+    description: Kill the containers with a bind mount below this folder.
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: Signals and kills nothing, and reports whether it would.
+seealso:
+  - module: mlcube.ssh.launch
+"""
+
+EXAMPLES = r"""
+- name: Stop a run and the containers it started
+  mlcube.ssh.stop:
+    run_dir: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/runs/20250101-120000
+    docker: docker
+    mounts_below: ~/mlcube/hello-1a2b3c4d
 """
 
 RETURN = r"""
-stopped: {description: Whether the run was still running and was stopped., returned: always, type: bool}
-ended: {description: Whether the run had already ended (nothing was signalled)., returned: always, type: bool}
-containers: {description: Ids of the containers killed., returned: always, type: list}
-mlcube_ssh_result: {description: "C(stop): what this result is, for the mlcube-ssh-ansible shim (it never goes by
-  task names).", returned: always, type: str}
+stopped:
+  description: Whether the run was still running and was stopped.
+  returned: always
+  type: bool
+ended:
+  description: Whether the run had already ended (nothing was signalled).
+  returned: always
+  type: bool
+containers:
+  description: Ids of the containers killed.
+  returned: always
+  type: list
+  elements: str
+mlcube_ssh_result:
+  description: V(stop). What this result is, for the mlcube-ssh-ansible shim (it never goes by task names).
+  returned: always
+  type: str
 """
 
 import json
@@ -48,11 +87,11 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _our_containers(module: AnsibleModule, docker: str, below: str) -> list:
-    rc, out, _ = module.run_command([docker, "ps", "-q", "--no-trunc"])
+    rc, out, _err = module.run_command([docker, "ps", "-q", "--no-trunc"])
     ids = out.split()
     if rc != 0 or not ids:
         return []
-    rc, out, _ = module.run_command([docker, "inspect"] + ids)
+    rc, out, _err = module.run_command([docker, "inspect"] + ids)
     if rc != 0:
         return []
     prefix = below.rstrip("/") + "/"

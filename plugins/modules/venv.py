@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Bring the remote Python environment of MLCube into a known state, from whatever a failed attempt left."""
 
 from __future__ import annotations
@@ -9,42 +10,119 @@ short_description: Check, repair and create the virtualenv that runs MLCube, wit
 description:
   - With O(interpreter_type=virtualenv), looks at O(venv_dir) and repairs what a failed or interrupted attempt
     left before it creates anything. A folder whose C(bin/python) is missing or no longer runs (a half-made
-    virtualenv, or one whose base Python went away with an OS upgrade) is removed and created again; a
+    virtualenv, or one whose base Python went away with an OS upgrade) is removed and created again. A
     folder that is not a virtualenv (no C(pyvenv.cfg)) is never removed.
   - Creates the virtualenv without pip, with the first of C(python -m venv --without-pip), C(python -m
     virtualenv --no-pip) and a built-in way (the C(pyvenv.cfg) layout that Python's own C(site) module
     reads) that works. So neither the C(venv) module nor C(ensurepip) (Debian's C(python3-venv)) is needed.
     The caller then installs pip from a wheel (RV(pip) is empty when it has to).
-  - Returns which of O(requirements) are not satisfied in the environment (the role's check script says).
+  - Returns which of O(requirements) are not satisfied in the environment, as the O(check_script) says.
   - Where the environment's Python has no whole C(distutils) (Debian's Python 3.9 without C(python3-distutils),
-    Python 3.12+), writes a C(.pth) line that lets pip work without it and adds C(setuptools) (whose
-    C(distutils) mlcube 0.0.9 imports) to RV(missing).
-  - With O(probe), changes nothing and returns in RV(plan) what a run without it would do and in RV(problem)
-    why it would fail (used by doctor, so that doctor and configure give the same reason).
+    Python 3.12 and later), writes a C(.pth) line that lets pip work without it, and adds C(setuptools)
+    (whose C(distutils) mlcube 0.0.9 imports) to RV(missing).
+  - With O(probe), changes nothing and returns in RV(plan) what a run without it would do, and in RV(problem)
+    why it would fail (doctor uses it, so that doctor and configure give the same reason).
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
-  interpreter_type: {type: str, choices: [system, virtualenv], required: true, description: Python kind.}
-  python: {type: str, required: true, description: The base Python (system type, or the one creating the virtualenv).}
-  venv_dir: {type: str, required: true, description: The virtualenv folder (ignored for the system type).}
-  requirements: {type: list, elements: str, default: [], description: pip requirements (for the plan).}
-  check_script: {type: str, required: true, description: "Python code run by the environment's python with
-    O(check_input) as its argument; prints JSON with missing, dependencies and pip (the role's check_requirements.py)."}
-  check_input: {type: str, required: true, description: The check script's argument.}
-  min_python: {type: str, default: '3.8', description: The oldest base Python accepted.}
-  min_free_mb: {type: int, default: 100, description: Free space a new virtualenv or an install needs.}
-  probe: {type: bool, default: false, description: Change nothing; report the plan and the problem.}
-author: mlcube-ssh-ansible
+  interpreter_type:
+    description: Use O(python) as it is (V(system)), or a virtualenv in O(venv_dir) (V(virtualenv)).
+    type: str
+    choices: [system, virtualenv]
+    required: true
+  python:
+    description: The base Python (the system type's, or the one that creates the virtualenv), a name or a path.
+    type: path
+    required: true
+  venv_dir:
+    description: The virtualenv folder (ignored for the system type).
+    type: path
+    required: true
+  requirements:
+    description: pip requirements, for RV(plan) and RV(missing).
+    type: list
+    elements: str
+    default: []
+  check_script:
+    description:
+      - Python code that the environment's Python runs with O(check_input) as its argument. It prints JSON
+        with C(missing), C(dependencies) and C(pip) (the role C(mlcube.ssh.mlcube_ssh_python_env) passes
+        its C(check_requirements.py)).
+    type: str
+    required: true
+  check_input:
+    description: The argument of O(check_script).
+    type: str
+    required: true
+  min_python:
+    description: The oldest base Python accepted.
+    type: str
+    default: '3.8'
+  min_free_mb:
+    description: Free space (MB) that a new virtualenv or an install needs.
+    type: int
+    default: 100
+  probe:
+    description: Change nothing; report the plan and the problem.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Works as O(probe), but fails when there is a problem.
+"""
+
+EXAMPLES = r"""
+- name: Make sure the virtualenv is there and say what it lacks
+  mlcube.ssh.venv:
+    interpreter_type: virtualenv
+    python: python3
+    venv_dir: ~/.mlcube-ssh-ansible/venv
+    requirements: [mlcube==0.0.9, mlcube-docker==0.0.9]
+    check_script: "{{ lookup('ansible.builtin.file', 'check_requirements.py') }}"
+    check_input: "{{ {'requirements': ['mlcube==0.0.9', 'mlcube-docker==0.0.9'], 'overrides': []} | to_json }}"
+  register: environment
 """
 
 RETURN = r"""
-env_python: {description: The Python that runs MLCube., returned: always, type: str}
-python_version: {description: Version of the base Python., returned: when it runs, type: str}
-tool: {description: "What creates the virtualenv: existing, venv, virtualenv or built-in.", returned: always, type: str}
-repaired: {description: What was wrong with an existing folder (empty when nothing)., returned: always, type: str}
-pip: {description: pip's version in the environment, empty when pip is missing or broken., returned: always, type: str}
-missing: {description: Requirements not satisfied., returned: always, type: list}
-dependencies: {description: Their dependencies not satisfied (the check script's list)., returned: always, type: list}
-plan: {description: What configure does (or did) here, in words., returned: always, type: str}
-problem: {description: Why configure cannot set up the environment (empty when it can)., returned: always, type: str}
+env_python:
+  description: The Python that runs MLCube.
+  returned: always
+  type: str
+python_version:
+  description: Version of the base Python.
+  returned: when it runs
+  type: str
+tool:
+  description: "What creates the virtualenv: V(existing), V(venv), V(virtualenv) or V(built-in)."
+  returned: always
+  type: str
+repaired:
+  description: What was wrong with an existing folder (empty when nothing was).
+  returned: always
+  type: str
+pip:
+  description: pip's version in the environment, empty when pip is missing or broken.
+  returned: always
+  type: str
+missing:
+  description: Requirements not satisfied.
+  returned: always
+  type: list
+  elements: str
+dependencies:
+  description: Their dependencies not satisfied (the check script's list).
+  returned: always
+  type: list
+  elements: str
+plan:
+  description: What configure does (or did) here, in words.
+  returned: always
+  type: str
+problem:
+  description: Why configure cannot set up the environment (empty when it can).
+  returned: always
+  type: str
 """
 
 import json
@@ -91,7 +169,7 @@ def _run(argv, timeout=600):
     """(rc, stdout, stderr); rc 127 with the reason when the program cannot be started."""
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, universal_newlines=True)
+                              timeout=timeout, universal_newlines=True, check=False)
     except (OSError, subprocess.SubprocessError) as error:
         return 127, "", str(error)
     return proc.returncode, proc.stdout, proc.stderr
@@ -186,7 +264,7 @@ def _create(python, venv_dir, probe, check):
             if rc != 0:
                 tried.append("%s: %s" % (tool, _last_lines(err or out, 2) or "exit code %d" % rc))
                 continue
-        state, _ = _check(os.path.join(venv_dir, "bin", "python"), check)
+        state, _found = _check(os.path.join(venv_dir, "bin", "python"), check)
         if state == "ok":
             return tool, ""
         tried.append("%s: the new virtualenv's python does not run" % tool)
@@ -220,8 +298,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             interpreter_type=dict(type="str", choices=["system", "virtualenv"], required=True),
-            python=dict(type="str", required=True),
-            venv_dir=dict(type="str", required=True),
+            python=dict(type="path", required=True),
+            venv_dir=dict(type="path", required=True),
             requirements=dict(type="list", elements="str", default=[]),
             check_script=dict(type="str", required=True),
             check_input=dict(type="str", required=True),
@@ -233,7 +311,7 @@ def main():
     )
     params = module.params
     probe_only = params["probe"] or module.check_mode
-    python = os.path.expanduser(params["python"])
+    python = params["python"]
     requirements = params["requirements"]
     check = (params["check_script"], params["check_input"])
     result = dict(changed=False, tool="existing", repaired="", pip="", missing=list(requirements), dependencies=[],
@@ -257,7 +335,7 @@ def main():
             plan += "; pip installs %s into it" % " ".join(found["missing"])
         finish(missing=found["missing"], dependencies=found["dependencies"], pip=found["pip"], plan=plan)
 
-    venv_dir = os.path.expanduser(params["venv_dir"])
+    venv_dir = params["venv_dir"]
     env_python = os.path.join(venv_dir, "bin", "python")
     result["env_python"] = env_python
     state, found = ("missing", "") if not os.path.lexists(venv_dir) else _check(env_python, check)
@@ -324,7 +402,7 @@ def main():
     state, found = _check(env_python, check)
     missing = list(requirements)
     if state == "ok":
-        _, extra = _without_distutils(found, requirements)
+        _changed, extra = _without_distutils(found, requirements)
         missing += [extra] if extra else []
     finish(tool=tool, plan=plan, changed=True, missing=missing, pip="")
 

@@ -43,3 +43,32 @@ def test_the_shims_tags_are_the_playbooks() -> None:
     """workflow runs parts of run.yml and attach.yml by these tags: a renamed tag would run nothing."""
     assert {assets.TAG_FETCH} <= playbook_tags("run")
     assert {assets.TAG_REMOTE_RUN, assets.TAG_FETCH} <= playbook_tags("attach")
+
+
+def _ansible_doc(kind: str, names: list[str]) -> dict[str, Any]:
+    import json
+    import os
+    import subprocess
+    from pathlib import Path as P
+
+    ran = subprocess.run([str(P(assets.ansible_bin_dir(), "ansible-doc")), "--json", "-t", kind, *names],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path()})
+    assert ran.returncode == 0, ran.stderr
+    return dict(json.loads(ran.stdout))
+
+
+def test_every_plugin_is_documented_for_ansible_doc() -> None:
+    """ansible-doc mlcube.ssh.<module> works for each module (the action plugins' too: follow, synchronize),
+    with examples and return values; the lookup and the callback have their documentation."""
+    modules = sorted(path.stem for path in (ROOT / "plugins" / "modules").glob("*.py"))
+    assert {path.stem for path in (ROOT / "plugins" / "action").glob("*.py")} <= set(modules)
+    found = _ansible_doc("module", [f"mlcube.ssh.{name}" for name in modules])
+    assert sorted(found) == [f"mlcube.ssh.{name}" for name in modules]
+    for name, entry in found.items():
+        assert entry["doc"]["short_description"] and entry["doc"]["author"], name
+        assert entry["examples"].strip() and entry["return"], name
+        assert f"mlcube.ssh.{name.rsplit('.', 1)[1]}:" in entry["examples"], f"{name}: examples use the FQCN"
+    for kind, name in (("lookup", "secret"), ("callback", "lifeline")):
+        entry = _ansible_doc(kind, [f"mlcube.ssh.{name}"])[f"mlcube.ssh.{name}"]
+        assert entry["doc"]["description"], name

@@ -17,7 +17,7 @@ def free_mb(path):
 
 def size_mb(path):
     total = 0
-    for folder, _, files in os.walk(path):
+    for folder, _dirs, files in os.walk(path):
         for name in files:
             try:
                 total += os.lstat(os.path.join(folder, name)).st_size

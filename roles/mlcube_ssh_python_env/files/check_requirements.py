@@ -83,7 +83,7 @@ def main():
             if name in listed or name in seen:
                 continue
             seen.add(name)
-            spec = overrides.get(name, str(dep).split(";")[0].strip())
+            spec = overrides.get(name, str(dep).split(";", 1)[0].strip())
             if not satisfied(parse(spec) or dep):
                 dependencies.append(spec)
     try:  # a pip whose files are half there (an interrupted install) counts as missing
