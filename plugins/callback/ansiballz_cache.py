@@ -1,3 +1,4 @@
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
 """Keeps Ansible's built module payloads (AnsiballZ) from one command to the next.
 
 Before it ships a module, every ansible-playbook process builds the module's payload: it parses the module and
@@ -15,6 +16,17 @@ without it and builds every payload itself.
 
 from __future__ import annotations
 
+DOCUMENTATION = """
+name: ansiballz_cache
+type: aggregate
+short_description: Keep built module payloads between runs (a speed-up only)
+description:
+  - Links this run's AnsiballZ cache folder to a lasting folder under E(MLCUBE_SSH_ANSIBALLZ_CACHE), named after
+    a digest of the ansible-core version and the module and module_utils sources. Enabled by mlcube-ssh-ansible.
+version_added: 0.1.0
+author: mlcube-ssh-ansible developers (!UNKNOWN)
+"""
+
 import contextlib
 import hashlib
 import os
@@ -24,15 +36,6 @@ from pathlib import Path
 from ansible import constants as C
 from ansible import release
 from ansible.plugins.callback import CallbackBase
-
-DOCUMENTATION = """
-name: ansiballz_cache
-type: aggregate
-short_description: Keep built module payloads between runs (a speed-up only)
-description:
-  - Links this run's AnsiballZ cache folder to a lasting folder under E(MLCUBE_SSH_ANSIBALLZ_CACHE), named after
-    a digest of the ansible-core version and the module and module_utils sources. Enabled by mlcube-ssh-ansible.
-"""
 
 VARIABLE = "MLCUBE_SSH_ANSIBALLZ_CACHE"
 # Lasting folders kept per parent: the newest ones (one per checkout or ansible-core version in use).
