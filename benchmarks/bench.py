@@ -64,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help=f"rewrite the report from the last run's {WORKDIR}/results.pickle (results-quick or "
                              "-smoke with those flags), measuring nothing")
+    parser.add_argument("--note", default="", help="a sentence for the report's head, e.g. what else loaded the "
+                                                   "machine (kept with the saved results)")
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="with --report-only: also report the sections of another run's saved results (e.g. the "
+                             "big fleets measured by a second invocation with --only f); repeatable")
     parser.add_argument("--out", type=Path, help=f"report file [{DEFAULT_OUT.relative_to(REPO)}; "
                                                  f"{WORKDIR}/benchmarks-quick.md or -smoke.md with those flags]")
     args = parser.parse_args(argv)
@@ -90,7 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             state["series"], state["notes"], state["loads"], state["phase_seconds"])
         bench.meta = state.get("meta", {})
         label = state.get("label", "--quick (1 repetition: not valid numbers)" if state.get("quick") else "")
-        write_report(bench, out, state["started"], state["wall"], label)
+        wall = state["wall"]
+        for other_file in args.merge:
+            other = pickle.loads(other_file.read_bytes())  # noqa: S301 (our own file, from another run)
+            wall += merge_into(bench, other)
+        if args.note:
+            bench.meta["note"] = args.note
+        write_report(bench, out, state["started"], wall, label)
         log(f"report written to {out}")
         return 0
     # A `kill` must still stop our sshd and write what was measured (finally below).
@@ -103,9 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.meta["machine"] = json.dumps(machine())
         bench.meta["hosts"] = str(lab.size)
         bench.meta["big_sizes"] = " ".join(map(str, big_sizes))
+        if args.note:
+            bench.meta["note"] = args.note
         log(f"setting up {lab.size} hosts in {WORKDIR}")
         lab.start()
-        bench.phase("warm-up (not timed)", bench.warm_up)
+        if set(args.only) & set("abcdex"):  # the big fleets (f) have a warm-up of their own
+            bench.phase("warm-up (not timed)", bench.warm_up)
         if "b" in args.only:
             bench.phase("(b) no-op configure", bench.noop_configure)
         if "a" in args.only:
@@ -137,6 +151,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "peak_pss": r.peak_pss} for r in s.results] for k, s in bench.series.items()}, indent=1))
         log(f"report written to {out} ({(time.monotonic() - t0) / 60:.1f} min)")
     return 0
+
+
+def merge_into(bench: Bench, other: dict) -> float:
+    """Add another invocation's saved results (its series, notes, phases, big fleet sizes); its wall time."""
+    started = other["started"].strftime("%H:%M")
+    bench.series.update(other["series"])
+    bench.notes += other["notes"]
+    for phase, value in other["loads"].items():
+        bench.loads[phase if phase not in bench.loads else f"{phase} (run of {started})"] = value
+    for phase, seconds in other["phase_seconds"].items():
+        bench.phase_seconds[phase if phase not in bench.phase_seconds else f"{phase} (run of {started})"] = seconds
+    meta = other.get("meta", {})
+    if meta.get("big_sizes"):
+        bench.meta["big_sizes"] = meta["big_sizes"]
+        bench.meta["hosts"] = str(max(int(bench.meta.get("hosts", 8)), int(meta.get("hosts", 8))))
+    bench.meta["merged"] = " ".join(filter(None, [bench.meta.get("merged", ""), started]))
+    return float(other["wall"])
 
 
 if __name__ == "__main__":

@@ -264,6 +264,8 @@ def context(bench: Bench, started: datetime.datetime, wall: float, label: str) -
     return {
         "label": label, "started": started,
         "last_address": f"127.0.0.{int(bench.meta.get('hosts', 8)) + 1}",
+        "note": bench.meta.get("note", ""),
+        "merged": bench.meta.get("merged", ""),
         "z_o": med("z.ours"), "z_b": med("z.base"), "lines": n.lines,
         "big_rows": big_rows, "pss_rows": pss_rows, "per_host_rows": per_host_rows,
         "cli_cases": ["(a)", "(b)", "(d)", "(e)", *(["(f)"] if big_rows else []),

@@ -80,3 +80,28 @@ def test_a_run_without_the_new_cases_keeps_the_old_layout() -> None:
     assert _row(text, "| (a) warm `run`") == "| (a) warm `run`, 1-second task, 1 host | 3.00 s | 2.00 s | 1.50 x " \
                                              "| <= 2.0x | met |"
     assert _row(text, "| fetch | Fetch |") == "| fetch | Fetch | x.stat | module | 1.20 s | 1 | ok 1 |"
+
+
+def test_sections_of_a_second_invocation_join_the_report() -> None:
+    from benchmarks.bench import merge_into
+
+    first = _bench([_series("a.ours", 3.0), _series("a.base", 2.0), _series("z.ours", 1.5), _series("z.base", 1.0)])
+    first.loads = {"warm-up (not timed)": "1.00 1.00 1.00", "(a) warm run": "2.00 2.00 2.00"}
+    first.phase_seconds = {"warm-up (not timed)": 60.0, "(a) warm run": 30.0}
+    second = {"series": {s.name: s for s in [_series("f.ours.32", 30.0, cpu=64.0, pss=250 * MB),
+                                             _series("f.base.32", 10.0, cpu=16.0, pss=20 * MB)]},
+              "notes": ["(f): a note"], "loads": {"warm-up (not timed)": "9.00 9.00 9.00", "(f) big fleets": "8 8 8"},
+              "phase_seconds": {"warm-up (not timed)": 5.0, "(f) big fleets": 300.0},
+              "meta": {"big_sizes": "32", "hosts": "32"}, "started": STARTED + datetime.timedelta(hours=1),
+              "wall": 400.0}
+
+    assert merge_into(first, second) == 400.0
+    first.meta["note"] = "Load 9 from other test suites."
+    text = render_report(first, STARTED, 1000.0, "")
+
+    assert "with sections of a second invocation at 13:00 UTC" in text and "\nLoad 9 from other test suites.\n" in text
+    assert _row(text, "| (z) warm `run`, near-zero task").startswith("| (z) warm `run`, near-zero task (prints one "
+                                                                      "line), 1 host | 1.50 s | 1.00 s | 1.50 x")
+    assert _row(text, "| (f) warm `run`, near-zero task, 32 hosts").endswith("| 30.00 s | 10.00 s | 3.00 x | <= 1.5x "
+                                                                             "| **not met** |")
+    assert "warm-up (not timed) (run of 13:00): 9.00 9.00 9.00" in text and "(f): a note" in text
