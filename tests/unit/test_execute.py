@@ -4,8 +4,10 @@ Real ansible-runner and ansible-playbook, on a local play (no host needed)."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -114,31 +116,68 @@ def test_ansible_runner_closes_the_pty_of_an_ended_process_without_sleeping() ->
 def test_built_module_payloads_are_kept_for_the_next_command(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ANSIBLE_DEBUG", "1")  # Ansible then says whether it built a payload or found it
     playbook = tmp_path / "ping.yml"
     playbook.write_text(PING_PLAY)
     inventory = {"all": {"hosts": {"localhost": {"ansible_python_interpreter": sys.executable}}}}
     invocation = Invocation(playbook=playbook, inventory=inventory, extravars={})
 
-    assert run_playbook(invocation, lambda _: True).rc == 0
+    def output(lines: list[str]) -> Callable[[dict[str, Any]], bool]:
+        return lambda event: lines.append(str(event.get("stdout", ""))) or True
+
+    first: list[str] = []
+    assert run_playbook(invocation, output(first)).rc == 0
     [payload] = [path for path in execute.ansiballz_cache_dir().glob("*/ansible.modules.ping-*")
                  if not path.name.endswith(".lock")]
     built = payload.stat()
-    assert run_playbook(invocation, lambda _: True).rc == 0
+    second: list[str] = []
+    assert run_playbook(invocation, output(second)).rc == 0
 
-    # Ansible writes a payload it builds to a new file and renames it: the same inode means it was not rebuilt.
+    assert any("ANSIBALLZ: Creating module" in line for line in first)
+    assert not any("ANSIBALLZ: Creating module" in line for line in second)
+    assert any("ANSIBALLZ: using cached module" in line for line in second)
     assert (payload.stat().st_ino, payload.stat().st_mtime_ns) == (built.st_ino, built.st_mtime_ns)
 
 
-def test_the_payload_folder_changes_with_any_module_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _cache_plugin() -> Any:
     import importlib.util
-
-    from ansible import constants
 
     spec = importlib.util.spec_from_file_location(
         "ansiballz_cache", execute.assets.plugins_dir() / "callback" / "ansiballz_cache.py")
     assert spec and spec.loader
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
+    return plugin
+
+
+def test_a_running_command_keeps_its_payloads_when_another_drops_the_lasting_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ansible import constants
+
+    plugin = _cache_plugin()
+    monkeypatch.setattr(constants, "DEFAULT_LOCAL_TMP", str(tmp_path / "ansible-local"), raising=False)
+    (tmp_path / "ansible-local").mkdir()
+    parent = tmp_path / "lasting"
+    lasting = plugin.load(parent)
+    (lasting / "ansible.modules.ping-ZIP_DEFLATED-none").write_bytes(b"payload")
+
+    lasting = plugin.load(parent)  # the next command starts: it takes the payload into its own folder ...
+    shutil.rmtree(lasting)  # ... and another command (another checkout) drops the lasting folder meanwhile
+
+    local = tmp_path / "ansible-local" / "ansiballz_cache"
+    assert (local / "ansible.modules.ping-ZIP_DEFLATED-none").read_bytes() == b"payload"
+    (local / "ansible.modules.stat-ZIP_DEFLATED-none").write_bytes(b"built by this command")
+    plugin.save(lasting)  # nothing to save into, and no error
+    lasting.mkdir()
+    plugin.save(lasting)
+    assert sorted(p.name for p in lasting.iterdir()) == ["ansible.modules.ping-ZIP_DEFLATED-none",
+                                                         "ansible.modules.stat-ZIP_DEFLATED-none"]
+
+
+def test_the_payload_folder_changes_with_any_module_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ansible import constants
+
+    plugin = _cache_plugin()
     library = tmp_path / "roles" / "some_role" / "library"
     library.mkdir(parents=True)
     (library / "some_module.py").write_text("# one\n")
