@@ -150,6 +150,9 @@ def upload_digest(settings: Settings, job: Job, exclude_from: str = "", listing:
     summary = _inputs(settings, exclude_from)
     for rules in UPLOAD_RULES:
         summary.update(_path_digest(assets.collection_dir() / rules).encode())
+    # Which remote workspace the upload fills (each local workspace has its own): a stamp left by a run in
+    # another workspace must not vouch for this one.
+    summary.update(f"workspace at {os.path.abspath(job.workspace)}\0".encode("utf-8", "surrogateescape"))
     return _digest_of(summary, upload_listing(job) if listing is None else listing)
 
 

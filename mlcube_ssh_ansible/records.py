@@ -88,6 +88,15 @@ def start_record(settings: Settings, job: Job) -> dict[str, Any]:
     return record
 
 
+def started_somewhere(record: dict[str, Any]) -> bool:
+    """Whether a run record's run started on some host: not when every host refused it (a busy workspace) or
+    failed before the launch. A record not finished yet (the command still runs, or died) may have started."""
+    hosts = record.get("hosts") or {}
+    if "finished" not in record or not hosts:
+        return "finished" not in record
+    return any(host.get("launched", host.get("exit_code") is not None) for host in hosts.values())
+
+
 def load_record(workspace: str, run_id: str) -> dict[str, Any]:
     """A run's record, as `run` wrote it."""
     path = runs_dir(workspace) / f"{run_id}.json"
@@ -118,6 +127,7 @@ def host_results(reporter: Reporter, job: Job) -> dict[str, dict[str, Any]]:
             "failed_step": report.failed_step,
             "reason": report.reason,
             "results": str(dest),
+            "launched": report.launched or report.run_rc is not None or report.run_dir is not None,
             "outputs": outputs,
         }
         if report.lost is not None:  # given up on while its task may still run there: how to pick it up
@@ -133,7 +143,11 @@ def host_results(reporter: Reporter, job: Job) -> dict[str, dict[str, Any]]:
 
 def finish_record(record: dict[str, Any], reporter: Reporter, job: Job) -> dict[str, Any]:
     """Complete the run record with every host's results; with several hosts, write hosts/manifest.json."""
-    record = {**record, "hosts": host_results(reporter, job),
+    results = host_results(reporter, job)
+    for host, earlier in (record.get("hosts") or {}).items():  # e.g. `fetch` of a run `run` launched
+        if host in results and isinstance(earlier, dict) and earlier.get("launched"):
+            results[host]["launched"] = True
+    record = {**record, "hosts": results,
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")}
     _write_json(runs_dir(job.workspace) / f"{job.run_id}.json", record)
     if any(Path(job.workspace, "hosts") in Path(h["results"]).parents for h in record["hosts"].values()):

@@ -63,6 +63,7 @@ class Job:
     run_options: tuple[str, ...] = ()
     run_id: str = ""
     detach: bool = False
+    gpus_needed: int = -1  # slots the run takes on each host: -1 none, 0 a CPU-only slot, N GPUs
 
 
 def check_job(job: Job) -> Job:
@@ -74,6 +75,9 @@ def check_job(job: Job) -> Job:
     for argument in job.task_args:
         if not spec.fmt("task_arg").matches(argument):
             raise SettingsError(argument.partition("=")[0], spec.fmt("task_arg").says, kind="task argument")
+    if job.gpus_needed < -1:
+        raise SettingsError("need-gpus", f"{job.gpus_needed} is not a number of GPUs: use 0 (a CPU-only slot) or more",
+                            kind="option")
     for option in job.run_options:
         if not spec.fmt("run_option").matches(option):
             raise SettingsError(option.partition("=")[0], spec.fmt("run_option").says, kind="option")
@@ -94,6 +98,13 @@ def remote_name(cube_root: str) -> str:
     base = base.strip("._-")[:40] or "cube"
     digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{base}-{digest}"
+
+
+def workspace_key(job: Job) -> str:
+    """'' for the cube's own workspace; else the name of the remote workspace of the local one (docs/runs.md):
+    runs in different local workspaces get different remote workspaces, and so can go on at once."""
+    cube_root, workspace = os.path.abspath(job.cube_root), os.path.abspath(job.workspace)
+    return "" if workspace == os.path.join(cube_root, "workspace") else remote_name(workspace)
 
 
 def ssh_config_path(path: str) -> str:
@@ -180,6 +191,7 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
         "mlcube_ssh_local_root": cube_root,
         "mlcube_ssh_local_workspace": workspace,
         "mlcube_ssh_workspace_in_cube": workspace == os.path.join(cube_root, "workspace"),
+        "mlcube_ssh_workspace_key": workspace_key(job),
         "mlcube_ssh_remote_name": remote_name(cube_root),
         "mlcube_ssh_tasks": list(job.tasks),
         "mlcube_ssh_task_args": list(job.task_args),
@@ -188,6 +200,7 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
         "mlcube_ssh_max_fail_percentage": settings.max_fail_percentage,
         "mlcube_ssh_run_id": job.run_id,
         "mlcube_ssh_detach": job.detach,
+        "mlcube_ssh_gpus_needed": job.gpus_needed,
     }
 
 

@@ -33,6 +33,9 @@ RESULT_KEY = "mlcube_ssh_result"
 RUN_RESULT = "run"  # follow: a run's state (running, rc, times, died) and its output since the last answer
 FETCH_RESULT = "fetch"  # synchronize, mode pull: the files brought back
 STOP_RESULT = "stop"  # stop: what a cancel found and did on the host
+LAUNCH_RESULT = "launch"  # launch: the run started (or was queued) on the host, in run_dir
+RUNS_RESULT = "runs"  # runs: every run of the cube on the host, newest first, with its state
+SLOTS_RESULT = "slots"  # slots: the host's GPUs and CPU-only slots, each free, leased or busy
 FETCH_DEST_FACT = "_mlcube_ssh_fetch_dest"  # fetch: the local folder this host's results go to
 VALIDATE_ACTIONS = {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 QUIET_STEPS = {"check"}  # only reported when they fail
@@ -84,7 +87,10 @@ class HostReport:
     fetch_dest: str | None = None
     fetched: list[str] = field(default_factory=list)
     status: dict[str, Any] | None = None
-    run_dir: str | None = None  # the run folder on the host, once followed
+    run_dir: str | None = None  # the run folder on the host, once launched or followed
+    launched: bool = False  # this command started the run on the host (a refused launch starts nothing)
+    runs: list[dict[str, Any]] | None = None  # the cube's runs on the host, newest first (status)
+    slots: dict[str, Any] | None = None  # the host's GPUs and CPU-only slots (slots)
     offsets: dict[str, int] | None = None  # how much of the run's stdout/stderr was shown (bytes)
     lost: dict[str, Any] | None = None  # the connection was lost while following and did not come back in time
     died: bool = False  # the run is gone without an exit code
@@ -265,6 +271,12 @@ class Reporter:
                 report.lost = res["gave_up"]
         elif res.get(RESULT_KEY) == FETCH_RESULT:
             report.fetched += moved
+        elif res.get(RESULT_KEY) == LAUNCH_RESULT and kind == "runner_on_ok":
+            report.launched, report.run_dir = True, res.get("run_dir") or report.run_dir
+        elif res.get(RESULT_KEY) == RUNS_RESULT and kind == "runner_on_ok":
+            report.runs = [dict(run) for run in res.get("runs") or [] if isinstance(run, dict)]
+        elif res.get(RESULT_KEY) == SLOTS_RESULT and kind == "runner_on_ok":
+            report.slots = {key: res.get(key) for key in ("gpus", "cpus", "source")}
         facts = res.get("ansible_facts")
         if isinstance(facts, dict) and FETCH_DEST_FACT in facts:
             report.fetch_dest = facts[FETCH_DEST_FACT]

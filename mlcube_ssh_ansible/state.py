@@ -149,12 +149,15 @@ class State:
         return records.finish_record(record, reporter, self.job)
 
     def latest_run_id(self) -> str:
-        """The newest run recorded next to this workspace (run ids sort by time)."""
+        """The newest run recorded next to this workspace (run ids sort by time) that started on some host: never
+        one that every host refused (a busy workspace) or that failed before its start."""
         folder = records.runs_dir(self.job.workspace)
-        recorded = sorted(folder.glob("*.json"))
-        if not recorded:
-            raise SettingsError("run", f"no run recorded in {folder}: start one with `run`", kind="option")
-        return recorded[-1].stem
+        for path in sorted(folder.glob("*.json"), reverse=True):
+            with contextlib.suppress(SettingsError):
+                if records.started_somewhere(records.load_record(self.job.workspace, path.stem)):
+                    return path.stem
+        raise SettingsError("run", f"no run recorded in {folder} that started on a host: start one with `run`, or "
+                            "name one with --run", kind="option")
 
     def recorded_run(self, run_id: str | None) -> tuple[State, dict[str, Any]]:
         """The state of a recorded run (default: the latest), its job with the run's id and tasks, and the

@@ -20,11 +20,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import yaml
+
 from . import assets, credentials, secrets, upload
 from .errors import HostFailure, Interrupted
 from .execute import Invocation, Outcome, run_playbook
 from .fleet import FleetReporter
-from .render import Job, remote_name, render
+from .render import Job, remote_name, render, workspace_key
 from .report import HOST_KEY_HINT, RESULT_KEY, STOP_RESULT, HostReport, Reporter, group_by_reason, name_list
 from .settings import Settings, forks_for
 from .state import State
@@ -43,9 +45,36 @@ def rendered(settings: Settings, job: Job, *, exclude_from: str | None = None, p
     their pip from is named, downloaded into the controller's cache the first time."""
     inventory, extravars = render(settings, job)
     extravars["mlcube_ssh_exclude_from"] = _exclude_from(job) if exclude_from is None else exclude_from
+    extravars["mlcube_ssh_shared_inputs"] = shared_inputs(job)
     if pip_wheel and settings.interpreter.type == "virtualenv":
         extravars["mlcube_ssh_pip_wheel"] = str(assets.pip_wheel())
     return inventory, extravars
+
+
+def shared_inputs(job: Job) -> list[str]:
+    """The inputs a run in a workspace of its own gets from the cube's workspace: as MLCube's own
+    sync_workspace, the tasks' input paths (relative, in the workspace) that are no task's output."""
+    if not workspace_key(job) or not job.tasks:
+        return []
+    try:
+        tasks = (yaml.safe_load(Path(job.cube_root, "mlcube.yaml").read_text()) or {}).get("tasks") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []  # MLCube itself then says what is wrong with the file
+
+    def paths(task: Any, kind: str) -> list[str]:
+        params = ((task or {}).get("parameters") or {}).get(kind) or {} if isinstance(task, dict) else {}
+        found = []
+        for value in params.values() if isinstance(params, dict) else ():
+            path = value.get("default") if isinstance(value, dict) else value
+            if isinstance(path, str) and path and "$" not in path and not os.path.isabs(path) and \
+                    ".." not in Path(path).parts:
+                found.append(os.path.normpath(path))
+        return found
+
+    outputs = {path for task in tasks.values() for path in paths(task, "outputs")} if isinstance(tasks, dict) else set()
+    wanted = [path for name in job.tasks for path in paths(tasks.get(name) if isinstance(tasks, dict) else None,
+                                                           "inputs")]
+    return sorted(set(wanted) - outputs)
 
 
 def _exclude_from(job: Job) -> str:
@@ -207,7 +236,7 @@ def interrupts() -> Iterator[Interrupts]:
 
 
 class CancelReport(Reporter):
-    """The cancel play's reporter: what mlcube_ssh_stop found and did on each host."""
+    """The cancel play's reporter: what mlcube.ssh.stop found and did on each host."""
 
     def __init__(self, write: Callable[[str], None]) -> None:
         super().__init__(write=write, show_steps=False)
@@ -414,14 +443,75 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
 
 def status(settings: Settings, job: Job, *, run_id: str | None = None, logs: bool = False,
            reporter: Reporter | None = None, verbosity: int = 0) -> dict[str, dict[str, Any]]:
-    """Per host: running or not, exit code and times of a run (default: the latest); with `logs`, its output."""
+    """Per host: running or not, exit code and times of a run, with `logs` its output, and under "runs" every
+    run of the cube there, newest first, with its state.
+
+    Without `run_id`, each host reads its newest run that started (a refused launch leaves none), not the
+    newest local record, which may be of a run that every host refused."""
     _preflight(settings)
     reporter = _reporter(settings, reporter or Reporter(show_steps=False))
-    job = State(settings, job).recorded_run(run_id)[0].job
+    job = dataclasses.replace(job, run_id=run_id or "")
     invocation = playbook_invocation("status", settings, job, extra={"mlcube_ssh_logs": logs}, verbosity=verbosity)
     outcome = run_playbook(invocation, reporter)
     _finish("status", outcome, reporter)
-    return {host: report.status or {} for host, report in reporter.hosts.items()}
+    states: dict[str, dict[str, Any]] = {}
+    for host, report in reporter.hosts.items():
+        runs = report.runs or []
+        shown = run_id or (runs[0]["run_id"] if runs else None)
+        states[host] = {**(report.status or {}), "run_id": shown, "runs": runs}
+    return states
+
+
+def slots(settings: Settings, job: Job, *, reporter: Reporter | None = None,
+          verbosity: int = 0) -> dict[str, dict[str, Any]]:
+    """Per host: its GPUs (nvidia-smi, or declared) and CPU-only slots, each free, leased or busy."""
+    _preflight(settings)
+    reporter = _reporter(settings, reporter or Reporter(show_steps=False))
+    outcome = run_playbook(playbook_invocation("slots", settings, job, verbosity=verbosity), reporter)
+    _finish("slots", outcome, reporter)
+    return {host: report.slots or {} for host, report in reporter.hosts.items()}
+
+
+def _stop_lines(job: Job, hosts: Sequence[str], stopped: CancelReport) -> list[str]:
+    """What `cancel` did, one line per host and run (with --all, only the runs that were going on)."""
+    failures = stopped.failures()
+    lines: list[str] = []
+    for host in sorted(set(hosts) | set(stopped.stops) | set(failures)):
+        res = stopped.stops.get(host)
+        if res is None:
+            reason = f"the cancel failed at {failures[host][0]}: {failures[host][1]}" if host in failures else \
+                "the cancel did not reach this host"
+            lines.append(f"{host}: {'run ' + job.run_id if job.run_id else 'the runs'} may still be running: {reason}")
+            continue
+        runs = [run for run in res.get("runs") or [] if isinstance(run, dict)]
+        if not runs:
+            lines.append(f"{host}: no run of this cube is running")
+        for run in runs:
+            containers = len(run.get("containers") or [])
+            if run.get("stopped"):
+                verdict = "stopped" + (f" with {containers} container(s)" if containers else "")
+            elif run.get("ended"):
+                verdict = "had already ended"
+            else:
+                verdict = "had not started" + (f"; {containers} container(s) stopped" if containers else "")
+            lines.append(f"{host}: run {run.get('run_id')} {verdict}")
+    return lines
+
+
+def cancel(settings: Settings, job: Job, *, run_id: str | None = None, reporter: Reporter | None = None,
+           verbosity: int = 0) -> list[str]:
+    """Stop one run (`run_id`), or every run of the cube that is going on, on the selected hosts: the remote
+    task and the containers it started. Prints and returns one line per host and run."""
+    _preflight(settings)
+    reporter = _reporter(settings, reporter or Reporter(show_steps=False))
+    job = dataclasses.replace(job, run_id=run_id or "")
+    stopped = CancelReport(write=reporter.write)
+    outcome = run_playbook(playbook_invocation("cancel", settings, job, verbosity=verbosity), stopped)
+    lines = _stop_lines(job, list(stopped.hosts), stopped)
+    for line in lines:
+        reporter.write(line)
+    _finish("cancel", outcome, stopped)
+    return lines
 
 
 def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter: Reporter | None = None,

@@ -17,7 +17,7 @@ from ..render import Job
 from ..report import Reporter
 from ..settings import RUNNER_NAME, Settings
 from .check_mode import CheckReport
-from .config import PROG, RUN_OPTIONS, load, parse_params, parse_task_args, run_options, select_tasks
+from .config import PROG, RUN_OPTIONS, CommandLineError, load, parse_params, parse_task_args, run_options, select_tasks
 from .render_files import write_rendered
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -114,10 +114,13 @@ def configure(mlcube: str | None, platform: str, workspace: str | None, params: 
 @click.option("--detach", is_flag=True,
               help="Start the task(s) on every host and return at once, printing the run id; see status, "
                    "logs, attach and fetch.")
+@click.option("--need-gpus", "need_gpus", type=int, default=None, metavar="N",
+              help="Take N free GPUs on each host for the run (0: a CPU-only slot), held until it ends; the task gets "
+                   "them as CUDA_VISIBLE_DEVICES. Without free ones the run does not start.")
 @click.argument("task_args", nargs=-1, metavar="[NAME=VALUE]...")
 @_log_options
 def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...], task: str | None,
-        detach: bool, task_args: tuple[str, ...], log_level: str | None, verbose: int,
+        detach: bool, need_gpus: int | None, task_args: tuple[str, ...], log_level: str | None, verbose: int,
         **options: str | None) -> None:
     """Upload what changed, run the task(s) remotely, fetch the workspace back.
 
@@ -128,7 +131,10 @@ def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[
     arguments = parse_task_args(task_args)
     loaded = load(mlcube, platform, workspace, arguments, parse_params(params))
     job = loaded.job(select_tasks(task, loaded.tasks), arguments, run_options(options))
-    job = dataclasses.replace(job, detach=detach, run_id=workflow.new_run_id())
+    if need_gpus is not None and need_gpus < 0:
+        raise CommandLineError(f"--need-gpus {need_gpus}: give a number of GPUs, 0 for a CPU-only slot")
+    job = dataclasses.replace(job, detach=detach, run_id=workflow.new_run_id(),
+                              gpus_needed=-1 if need_gpus is None else need_gpus)
     workflow.run(loaded.settings, job, verbosity=verbosity)
     if detach:
         click.echo(f"started run {job.run_id}; follow it with `{PROG} attach --run {job.run_id}`")
@@ -146,12 +152,36 @@ _run_id_option = click.option("--run", "run_id", default=None, metavar="ID",
 @_log_options
 def status(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
            run_id: str | None, log_level: str | None, verbose: int) -> None:
-    """Per host: running, succeeded or failed, exit code and elapsed time of a run."""
+    """Per host, every run of the cube, newest first (with --run: that run): its state (queued, running,
+    succeeded, failed, cancelled), exit code and elapsed time."""
     verbosity = _verbosity(log_level, verbose)
     loaded = load(mlcube, platform, workspace, (), parse_params(params))
     states = workflow.status(loaded.settings, loaded.job(), run_id=run_id, verbosity=verbosity)
     for host, state in sorted(states.items()):
-        click.echo(f"{host}: {describe_state(state)}")
+        if run_id:
+            click.echo(f"{host}: {describe_state(state)}")
+            continue
+        for run in state.get("runs") or []:
+            where = f" in {run['workspace']}" if run.get("workspace") else ""
+            click.echo(f"{host}: {run.get('run_id')} {describe_run(run)}{where}")
+        if not state.get("runs"):
+            click.echo(f"{host}: no run of this cube on this host")
+
+
+def _elapsed(started: Any, ended: Any) -> str:
+    if not started:
+        return ""
+    begin = datetime.datetime.fromisoformat(str(started))
+    end = datetime.datetime.fromisoformat(str(ended)) if ended else datetime.datetime.now(begin.tzinfo)
+    return f"{(end - begin).total_seconds():.1f} s"
+
+
+def describe_run(run: Mapping[str, Any]) -> str:
+    """One run of the list: `running (12.3 s)`, `failed (exit code 3, 1.2 s)`, `cancelled (4.0 s)`, `queued`."""
+    state, elapsed = str(run.get("state")), _elapsed(run.get("started"), run.get("ended") or run.get("cancelled"))
+    if state in ("succeeded", "failed"):
+        return f"{state} (exit code {run.get('rc')}, {elapsed})"
+    return f"{state} ({elapsed})" if elapsed and state != "queued" else state
 
 
 def describe_state(state: Mapping[str, Any]) -> str:
@@ -166,6 +196,52 @@ def describe_state(state: Mapping[str, Any]) -> str:
         return f"running ({elapsed})" if state.get("running") else f"unknown ({state.get('msg') or 'no exit code'})"
     verdict = "succeeded" if state.get("rc") == 0 else "failed"
     return f"{verdict} (exit code {state.get('rc')}, {elapsed})"
+
+
+@cli.command()
+@_cube_options
+@_log_options
+def slots(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+          log_level: str | None, verbose: int) -> None:
+    """Per host, the slots for runs: each GPU (free, leased by a run, or busy with a process we did not start)
+    and the CPU-only slots."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    for host, found in sorted(workflow.slots(loaded.settings, loaded.job(), verbosity=verbosity).items()):
+        for line in describe_slots(found):
+            click.echo(f"{host}: {line}")
+
+
+def describe_slots(found: Mapping[str, Any]) -> list[str]:
+    """`gpu 0 free (512/16384 MiB)`, `gpu 1 busy (pids 4242)`, ..., `cpu slots: 3 free of 4`."""
+    lines = []
+    for gpu in found.get("gpus") or []:
+        memory = (f" ({gpu['memory_used_mib']}/{gpu['memory_total_mib']} MiB)"
+                  if gpu.get("memory_total_mib") is not None else "")
+        pids = f", pids {' '.join(str(pid) for pid in gpu['processes'])}" if gpu.get("processes") else ""
+        lines.append(f"gpu {gpu.get('index')} {gpu.get('state')}{memory}{pids}")
+    if not found.get("gpus"):
+        lines.append("no GPU" + (" (no nvidia-smi)" if found.get("source") == "none" else ""))
+    cpus = found.get("cpus") or []
+    lines.append(f"cpu slots: {sum(1 for cpu in cpus if cpu.get('state') == 'free')} free of {len(cpus)}")
+    return lines
+
+
+@cli.command()
+@_cube_options
+@click.option("--run", "run_id", default=None, metavar="ID", help="The run to stop.")
+@click.option("--all", "all_runs", is_flag=True, help="Stop every run of the cube on the selected hosts.")
+@_log_options
+def cancel(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+           run_id: str | None, all_runs: bool, log_level: str | None, verbose: int) -> None:
+    """Stop a run (--run ID), or every run of the cube (--all), on the selected hosts: the remote task and the
+    containers it started. Says per host and run what happened."""
+    if bool(run_id) == all_runs:
+        raise CommandLineError("cancel: name one run with --run ID, or stop every run of the cube with --all")
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    workflow.cancel(loaded.settings, loaded.job(), run_id=run_id, verbosity=verbosity,
+                    reporter=Reporter(write=click.echo, show_steps=False))
 
 
 @cli.command()

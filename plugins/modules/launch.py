@@ -12,8 +12,17 @@ description:
     connection or a killed controller does not stop it.
   - The run folder O(run_dir) receives C(stdout.log), C(stderr.log), C(pid) (the command's process
     group), C(argv.json), C(started) and, when the command ends, C(ended) and C(rc) (written atomically).
-  - A lock file O(lock) keeps two runs of the same cube on the same host apart. A second launch while the
-    first is running fails with a message naming the running one.
+  - A lock file O(lock) belongs to one remote workspace (O(workspace)). A second launch into that workspace
+    while its run is still going fails with a message naming the running one. Runs in other workspaces (other
+    locks) start beside it.
+  - Before the start, each path of O(shared) that exists below O(shared_from) and not yet below O(workspace)
+    becomes a hard link there (a folder becomes a tree of hard links), or a copy where no link can be made
+    (another filesystem). These are the inputs MLCube would otherwise copy from the cube's workspace.
+  - With O(gpus_needed) of 0 or more, the run takes slots first (see M(mlcube.ssh.slots)). Each is a lease, a
+    lock on a file in O(leases_dir) taken under one guard lock, held by the run's supervisor until the command
+    ends. The command gets the GPUs as E(CUDA_VISIBLE_DEVICES) and E(NVIDIA_VISIBLE_DEVICES), which
+    C(docker run) and C(podman run) get by name (C(-e NAME)), and C(--gpus "device=...") when O(docker_gpus).
+    Without enough free slots, the launch fails and starts nothing.
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
@@ -31,7 +40,7 @@ options:
     type: path
     required: true
   lock:
-    description: Lock file shared by all runs of this cube.
+    description: Lock file of the remote workspace the run uses.
     type: path
     required: true
   holder:
@@ -45,6 +54,41 @@ options:
   sync_file:
     description: Where O(sync_stamp) goes (it marks the uploaded copy as this run's).
     type: path
+  workspace:
+    description: The remote workspace of the run, kept in the run folder (cancel stops the containers that mount it).
+    type: path
+  shared_from:
+    description: The cube's own remote workspace, where the O(shared) inputs are.
+    type: path
+  shared:
+    description: Input paths, relative to the workspaces, to share by hard links.
+    type: list
+    elements: str
+    default: []
+  gpus_needed:
+    description: Slots to take before the start, -1 none, 0 one CPU-only slot, N that many free GPUs.
+    type: int
+    default: -1
+  gpus:
+    description: The host's GPU indices; unset asks nvidia-smi (see M(mlcube.ssh.slots)).
+    type: list
+    elements: int
+  cpu_slots:
+    description: CPU-only runs at once on the host; 0 is one per CPU.
+    type: int
+    default: 0
+  nvidia_smi:
+    description: The nvidia-smi executable.
+    type: str
+    default: nvidia-smi
+  leases_dir:
+    description: The leases folder, shared by every user of the host.
+    type: path
+    default: /tmp/mlcube-ssh-leases
+  docker_gpus:
+    description: Give C(docker run) C(--gpus "device=<the leased GPUs>").
+    type: bool
+    default: true
   secrets:
     description:
       - Name to value, added to the command's environment, never written to a file or a command line. Every
@@ -118,6 +162,18 @@ rc:
   description: The command's exit code, when RV(done).
   returned: when done
   type: int
+devices:
+  description: The slots the run holds (C(gpus), a list of indices, or C(cpu), a slot number).
+  returned: when gpus_needed >= 0
+  type: dict
+shared:
+  description: How many files of O(shared) were linked and copied (C(linked), C(copied)).
+  returned: success
+  type: dict
+mlcube_ssh_result:
+  description: V(launch), what this result is, for the mlcube-ssh-ansible shim.
+  returned: success
+  type: str
 """
 
 import datetime
@@ -125,6 +181,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -162,6 +219,40 @@ def _running_holder(lock: str) -> dict | None:
     return holder
 
 
+def _inside(root: str, path: str) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(root).rstrip("/") + "/")
+
+
+def _link_or_copy(source: str, target: str, counts: dict) -> None:
+    try:
+        os.link(source, target, follow_symlinks=False)
+        counts["linked"] += 1
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
+        counts["copied"] += 1
+
+
+def _share_inputs(shared_from: str, workspace: str, paths: list) -> dict:
+    """Hard-link the cube's inputs into the run's workspace (MLCube then finds them and copies nothing)."""
+    counts = {"linked": 0, "copied": 0}
+    for relative in paths:
+        source, target = os.path.join(shared_from, relative), os.path.join(workspace, relative)
+        if os.path.isabs(relative) or not _inside(shared_from, source) or not _inside(workspace, target) \
+                or os.path.lexists(target) or not os.path.lexists(source):
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.isdir(source) or os.path.islink(source):
+            _link_or_copy(source, target, counts)
+            continue
+        for folder, dirnames, filenames in os.walk(source):
+            into = os.path.join(target, os.path.relpath(folder, source))
+            os.makedirs(into, exist_ok=True)
+            shutil.copystat(folder, into)
+            for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(folder, d))]:
+                _link_or_copy(os.path.join(folder, name), os.path.join(into, name), counts)
+    return counts
+
+
 def _write(path: str, text: str) -> None:
     temporary = path + ".tmp"
     with open(temporary, "w") as handle:
@@ -183,7 +274,13 @@ if [ "${1:-}" = run ]; then
     for name in $MLCUBE_SSH_SECRET_NAMES; do
         set -- -e "$name" "$@"
     done
-    set -- run --rm "$@"
+    if [ -n "${MLCUBE_SSH_DOCKER_GPUS:-}" ]; then
+        set -- --gpus "\"device=$MLCUBE_SSH_DOCKER_GPUS\"" "$@"
+    fi
+    if [ -n "${MLCUBE_SSH_RM:-}" ]; then
+        set -- --rm "$@"
+    fi
+    set -- run "$@"
 fi
 exec "$engine" "$@"
 """
@@ -225,10 +322,18 @@ class Masker:
         os.close(source)
 
 
-def _environment(run_dir: str, secrets: dict) -> dict:
-    """The command's environment: ours, the secrets, and the container engine wrappers first on PATH."""
+def _environment(run_dir: str, secrets: dict, devices: dict) -> dict:
+    """The command's environment: ours, the secrets, the devices, and the container engine wrappers first on
+    PATH."""
     env = dict(os.environ)
-    if not secrets:
+    names = sorted(secrets)
+    if devices.get("gpus") is not None:
+        visible = ",".join(str(index) for index in devices["gpus"])
+        env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = visible
+        names += ["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"]
+        if devices["gpus"] and devices.get("docker_gpus"):
+            env["MLCUBE_SSH_DOCKER_GPUS"] = visible
+    if not names:
         return env
     bin_dir = os.path.join(run_dir, "bin")
     os.makedirs(bin_dir, mode=0o700, exist_ok=True)
@@ -238,16 +343,18 @@ def _environment(run_dir: str, secrets: dict) -> dict:
     env.update(secrets)
     env["MLCUBE_SSH_REAL_PATH"] = env.get("PATH", os.defpath)
     env["PATH"] = bin_dir + os.pathsep + env["MLCUBE_SSH_REAL_PATH"]
-    env["MLCUBE_SSH_SECRET_NAMES"] = " ".join(sorted(secrets))
+    env["MLCUBE_SSH_SECRET_NAMES"] = " ".join(names)
+    if secrets:
+        env["MLCUBE_SSH_RM"] = "1"
     return env
 
 
-def _supervise(argv: list, chdir: str, run_dir: str, secrets: dict) -> None:
+def _supervise(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict) -> None:
     """In the detached grandchild: run the command, then record its exit code. Never returns.
 
     With secrets, the command's output goes through pipes and is masked before it reaches the logs."""
     try:
-        env = _environment(run_dir, secrets)
+        env = _environment(run_dir, secrets, devices)
         pumps = []
         with open(os.path.join(run_dir, "stdout.log"), "ab") as out, \
                 open(os.path.join(run_dir, "stderr.log"), "ab") as err:
@@ -292,6 +399,15 @@ def main() -> None:
             secrets=dict(type="dict", default={}, no_log=True),
             wait=dict(type="float", default=0.0),
             max_bytes=dict(type="int", default=262144),
+            workspace=dict(type="path"),
+            shared_from=dict(type="path"),
+            shared=dict(type="list", elements="str", default=[]),
+            gpus_needed=dict(type="int", default=-1),
+            gpus=dict(type="list", elements="int"),
+            cpu_slots=dict(type="int", default=0),
+            nvidia_smi=dict(type="str", default="nvidia-smi"),
+            leases_dir=dict(type="path", default="/tmp/mlcube-ssh-leases"),
+            docker_gpus=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -306,10 +422,14 @@ def main() -> None:
         fcntl.flock(guard, fcntl.LOCK_EX)
         busy = _running_holder(params["lock"])
         if busy is not None:
-            module.fail_json(msg="busy: run %s of this cube (started %s by %s) is still running on this host"
-                             % (busy.get("run_id"), busy.get("started"), busy.get("holder") or "unknown"))
+            module.fail_json(msg="busy: run %s of this cube (started %s by %s) is still running in the remote "
+                             "workspace %s on this host; give this run a workspace of its own (--workspace=DIR), "
+                             "or wait for that run or cancel it"
+                             % (busy.get("run_id"), busy.get("started"), busy.get("holder") or "unknown",
+                                busy.get("workspace") or "of this cube"))
         if module.check_mode:
             module.exit_json(changed=True, run_dir=params["run_dir"])
+        devices, leases = _take_slots(module) if params["gpus_needed"] >= 0 else ({}, [])
         argv = [os.path.expanduser(params["argv"][0])] + params["argv"][1:]
         if not os.path.exists(argv[0]) and "/" in argv[0]:
             module.fail_json(msg="%s does not exist on this host" % argv[0])
@@ -317,19 +437,34 @@ def main() -> None:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         if params["sync_stamp"] and params["sync_file"]:
             _write(params["sync_file"], params["sync_stamp"] + "\n")
+        counts = {"linked": 0, "copied": 0}
+        if params["workspace"]:
+            os.makedirs(params["workspace"], exist_ok=True)
+            _write(os.path.join(run_dir, "workspace"), params["workspace"])
+            if params["shared_from"] and params["shared"]:
+                try:
+                    counts = _share_inputs(params["shared_from"], params["workspace"], params["shared"])
+                except OSError as error:
+                    module.fail_json(msg="cannot share the cube's inputs with the run's workspace %s: %s"
+                                     % (params["workspace"], error), run_dir=run_dir)
         started = _now()
         _write(os.path.join(run_dir, "argv.json"), json.dumps(argv))
         _write(os.path.join(run_dir, "started"), started)
-        for name in ("rc", "pid", "ended"):
+        for name in ("rc", "pid", "ended", "cancelled"):
             if os.path.exists(os.path.join(run_dir, name)):
                 os.remove(os.path.join(run_dir, name))
         _write(params["lock"], json.dumps({"run_id": os.path.basename(run_dir), "run_dir": run_dir,
-                                           "started": started, "holder": params["holder"]}))
-        pid = _start_detached(argv, params["chdir"], run_dir, secrets)
+                                           "started": started, "holder": params["holder"],
+                                           "workspace": params["workspace"] or ""}))
+        if devices:
+            _write(os.path.join(run_dir, "devices"), json.dumps(devices))
+        devices["docker_gpus"] = params["docker_gpus"]
+        pid = _start_detached(argv, params["chdir"], run_dir, secrets, devices, leases)
     if pid is None:
         module.fail_json(msg="the command did not start", run_dir=run_dir)
-    module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started,
-                     **_ended_within(run_dir, params["wait"], params["max_bytes"]))
+    devices.pop("docker_gpus")
+    module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started, shared=counts, devices=devices,
+                     mlcube_ssh_result="launch", **_ended_within(run_dir, params["wait"], params["max_bytes"]))
 
 
 def _ended_within(run_dir: str, wait: float, max_bytes: int) -> dict:
@@ -364,7 +499,52 @@ def _ended_within(run_dir: str, wait: float, max_bytes: int) -> dict:
     return answer
 
 
-def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict):
+def _take_slots(module: AnsibleModule):
+    """The run's slots, taken atomically: ({gpus: [...]} or {cpu: n}, the lease file descriptors).
+
+    One guard (a lock on a file in the shared leases folder) makes the choice and the taking one step for every
+    launch on the host, whoever starts it; each lease is a lock that the run's supervisor holds until it ends."""
+    # Imported here: the launcher's other parts (the supervisor, the masking) load without the collection.
+    from ansible_collections.mlcube.ssh.plugins.module_utils.slots import (
+        cpu_slots_of_host, describe, ensure_dir, gpus_of_host, lease_path, take)
+
+    params = module.params
+    folder = params["leases_dir"]
+    try:
+        ensure_dir(folder)
+        guard = take(os.path.join(folder, ".guard"))
+        while guard is None:
+            time.sleep(0.05)
+            guard = take(os.path.join(folder, ".guard"))
+    except OSError as error:
+        module.fail_json(msg="cannot use the leases folder %s: %s" % (folder, error))
+    try:
+        gpus, source, error = gpus_of_host(module.run_command, params["nvidia_smi"], params["gpus"])
+        if error and params["gpus_needed"] > 0:
+            module.fail_json(msg=error)
+        slots = describe(folder, gpus, cpu_slots_of_host(params["cpu_slots"]))
+        needed = params["gpus_needed"]
+        if needed == 0:
+            free = [cpu["index"] for cpu in slots["cpus"] if cpu["state"] == "free"]
+            kind, chosen = "cpu", free[:1]
+        else:
+            free = [gpu["index"] for gpu in slots["gpus"] if gpu["state"] == "free"]
+            kind, chosen = "gpu", free[:needed]
+        leases = [take(lease_path(folder, kind, number)) for number in chosen]
+        if len(chosen) < max(needed, 1) or None in leases:
+            for fd in leases:
+                if fd is not None:
+                    os.close(fd)
+            states = ", ".join("%s %s %s" % (kind, slot["index"], slot["state"])
+                               for slot in slots["gpus" if kind == "gpu" else "cpus"]) or "no GPU (%s)" % source
+            module.fail_json(msg="no free slot: the run needs %s, and this host has %s"
+                             % ("%d GPU(s)" % needed if needed else "a CPU-only slot", states))
+        return ({"gpus": chosen} if kind == "gpu" else {"cpu": chosen[0]}), leases
+    finally:
+        os.close(guard)
+
+
+def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict, leases: list):
     """Double-fork a supervisor in a new session; return the command's process group id once known."""
     first = os.fork()
     if first == 0:
@@ -375,8 +555,15 @@ def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict):
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        os.closerange(3, 1024)
-        _supervise(argv, chdir, run_dir, secrets)
+        for fd in range(3, 1024):  # but the leases: the supervisor holds them until the command ends
+            if fd not in leases:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        _supervise(argv, chdir, run_dir, secrets, devices)
+    for fd in leases:
+        os.close(fd)
     os.waitpid(first, 0)
     deadline = time.time() + 10
     while time.time() < deadline:

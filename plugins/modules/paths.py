@@ -65,6 +65,12 @@ options:
     description: Group that may read the private folders; empty for the owner only.
     type: str
     default: ''
+  workspace_key:
+    description:
+      - Empty for the cube's own workspace (C(<cube folder>/workspace)). Otherwise the name of a remote
+        workspace of its own, C(<state_dir>/workspaces/<workspace_key>), for a local C(--workspace).
+    type: str
+    default: ''
 attributes:
   check_mode:
     support: full
@@ -100,7 +106,15 @@ remote_dir:
   type: str
   sample: /home/alice/mlcube/hello-1a2b3c4d
 remote_workspace:
-  description: The cube's remote workspace.
+  description: The remote workspace of this command (see O(workspace_key)).
+  returned: always
+  type: str
+cube_workspace:
+  description: The cube's own remote workspace, where the shared inputs are.
+  returned: always
+  type: str
+workspace_lock:
+  description: The lock file of the remote workspace.
   returned: always
   type: str
 state_dir:
@@ -200,6 +214,7 @@ def main() -> None:
             clear_synced=dict(type="bool", default=False),
             synced_expected=dict(type="str", default=""),
             group=dict(type="str", default=""),
+            workspace_key=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -214,6 +229,11 @@ def main() -> None:
         env_python = params["python"]
         exists = shutil.which(env_python) is not None
     state_dir = os.path.join(root, ".mlcube-ssh-ansible", params["remote_name"])
+    key = params["workspace_key"]
+    if key and (key in (".", "..") or "/" in key):
+        module.fail_json(msg="workspace_key must be a plain folder name, got %r" % key)
+    cube_workspace = os.path.join(remote_dir, "workspace")
+    workspace = os.path.join(state_dir, "workspaces", key) if key else cube_workspace
     synced_file = os.path.join(state_dir, "synced")
     synced = ""
     try:
@@ -233,6 +253,8 @@ def main() -> None:
         # Not the cube's folder: the upload gives it the local folder's mode (as to every file in it), and
         # the private remote_root above it keeps others out.
         folders = [root, os.path.join(root, ".mlcube-ssh-ansible"), state_dir]
+        if key:  # the upload creates the workspace itself in there
+            folders.append(os.path.join(state_dir, "workspaces"))
         if params["interpreter_type"] == "virtualenv":
             folders.append(os.path.dirname(venv_dir))
         # Missing parents of remote_root (and of the venv's parent) are created private too.
@@ -254,7 +276,9 @@ def main() -> None:
         made_private=made_private,
         remote_root=root,
         remote_dir=remote_dir,
-        remote_workspace=os.path.join(remote_dir, "workspace"),
+        remote_workspace=workspace,
+        cube_workspace=cube_workspace,
+        workspace_lock=os.path.join(state_dir, "locks", (key or "workspace") + ".lock"),
         state_dir=state_dir,
         venv_dir=venv_dir,
         env_python=env_python,

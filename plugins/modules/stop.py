@@ -1,25 +1,31 @@
 #!/usr/bin/python
 # Copyright: mlcube-ssh-ansible developers. Apache-2.0.
-"""Stop a command started by mlcube.ssh.launch: its process group, and the Docker containers it started."""
+"""Stop runs started by mlcube.ssh.launch: their process groups, and the Docker containers each started."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: stop
-short_description: Stop a launched MLCube run and the containers it started
+short_description: Stop a launched MLCube run (or every run of a cube) and the containers it started
 description:
-  - Sends SIGTERM to the run's process group, waits up to O(grace) seconds, then sends SIGKILL.
+  - Stops the run in O(run_dir), or with O(runs_dir) every run below it that is still going on.
+  - For each run, writes C(cancelled) into its folder (so the run list says C(cancelled)), sends SIGTERM to
+    its process group, waits up to O(grace) seconds, then sends SIGKILL.
   - A run that already ended (its C(rc) file exists) is left alone. Nothing is signalled and no container
     is killed, since its process group id may belong to another process by now.
-  - With O(docker), also kills the running containers that bind-mount a path below O(mounts_below).
-    MLCube's docker runner starts containers that outlive a killed C(docker run) client.
+  - With O(docker), also kills the running containers that bind-mount the run's own remote workspace or a
+    path below it (recorded by M(mlcube.ssh.launch) in C(<run folder>/workspace); O(mounts_below) for runs
+    that recorded none). MLCube's docker runner starts containers that outlive a killed C(docker run) client.
+    The containers of the cube's runs in other workspaces are left alone.
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
   run_dir:
-    description: The run folder given to M(mlcube.ssh.launch).
+    description: The run folder given to M(mlcube.ssh.launch) (one run).
     type: path
-    required: true
+  runs_dir:
+    description: The folder of all the cube's run folders; every run still going on is stopped.
+    type: path
   grace:
     description: Seconds between SIGTERM and SIGKILL.
     type: float
@@ -29,7 +35,7 @@ options:
     type: str
     default: ''
   mounts_below:
-    description: Kill the containers with a bind mount below this folder.
+    description: Kill the containers with a bind mount below this folder (runs that recorded no workspace).
     type: path
 attributes:
   check_mode:
@@ -44,7 +50,12 @@ EXAMPLES = r"""
   mlcube.ssh.stop:
     run_dir: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/runs/20250101-120000
     docker: docker
-    mounts_below: ~/mlcube/hello-1a2b3c4d
+    mounts_below: ~/mlcube/hello-1a2b3c4d/workspace
+
+- name: Stop every run of the cube that is going on
+  mlcube.ssh.stop:
+    runs_dir: ~/mlcube/.mlcube-ssh-ansible/hello-1a2b3c4d/runs
+    docker: docker
 """
 
 RETURN = r"""
@@ -61,12 +72,20 @@ containers:
   returned: always
   type: list
   elements: str
+runs:
+  description:
+    - Per run looked at, newest first, C(run_id), C(stopped), C(ended), C(containers) (with O(runs_dir), only
+      the runs that were going on).
+  returned: always
+  type: list
+  elements: dict
 mlcube_ssh_result:
   description: V(stop). What this result is, for the mlcube-ssh-ansible shim (it never goes by task names).
   returned: always
   type: str
 """
 
+import datetime
 import json
 import os
 import signal
@@ -94,46 +113,97 @@ def _our_containers(module: AnsibleModule, docker: str, below: str) -> list:
     rc, out, _err = module.run_command([docker, "inspect"] + ids)
     if rc != 0:
         return []
-    prefix = below.rstrip("/") + "/"
+    below = below.rstrip("/")
     return [
         item["Id"] for item in json.loads(out)
-        if any((mount.get("Source") or "").startswith(prefix) for mount in item.get("Mounts") or [])
+        if any((mount.get("Source") or "") == below or (mount.get("Source") or "").startswith(below + "/")
+               for mount in item.get("Mounts") or [])
     ]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _look(module: AnsibleModule, run_dir: str) -> dict:
+    """What is still going on of one run: its process group, and its containers."""
+    found = {"run_id": os.path.basename(run_dir.rstrip("/")), "stopped": False, "ended": False, "containers": [],
+             "pgid": None}
+    if os.path.exists(os.path.join(run_dir, "rc")):
+        found["ended"] = True
+        return found
+    try:
+        found["pgid"] = int(_read(os.path.join(run_dir, "pid")))
+    except ValueError:
+        return found  # never started
+    params = module.params
+    below = _read(os.path.join(run_dir, "workspace")) or params["mounts_below"]
+    if params["docker"] and below:
+        found["containers"] = _our_containers(module, params["docker"], below)
+    found["running"] = _group_alive(found["pgid"])
+    return found
+
+
+def _stop(module: AnsibleModule, runs: list) -> None:
+    """TERM every run's process group and kill its containers, then KILL what outlives the grace period."""
+    for run in runs:
+        run["stopped"] = bool(run.get("running"))
+        with open(os.path.join(run["dir"], "cancelled"), "w") as handle:
+            handle.write(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"))
+        if run["stopped"]:
+            try:
+                os.killpg(run["pgid"], signal.SIGTERM)
+            except OSError:
+                pass
+        if run["containers"]:
+            module.run_command([module.params["docker"], "kill"] + run["containers"])
+    deadline = time.time() + module.params["grace"]
+    for run in runs:
+        while run["stopped"] and _group_alive(run["pgid"]) and time.time() < deadline:
+            time.sleep(0.1)
+        if run["stopped"] and _group_alive(run["pgid"]):
+            os.killpg(run["pgid"], signal.SIGKILL)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            run_dir=dict(type="path", required=True),
+            run_dir=dict(type="path"),
+            runs_dir=dict(type="path"),
             grace=dict(type="float", default=10.0),
             docker=dict(type="str", default=""),
             mounts_below=dict(type="path"),
         ),
+        required_one_of=[("run_dir", "runs_dir")],
+        mutually_exclusive=[("run_dir", "runs_dir")],
         supports_check_mode=True,
     )
     params = module.params
-    if os.path.exists(os.path.join(params["run_dir"], "rc")):
-        module.exit_json(**RESULT, changed=False, stopped=False, ended=True, containers=[])
-    try:
-        with open(os.path.join(params["run_dir"], "pid")) as handle:
-            pgid = int(handle.read())
-    except (OSError, ValueError):
-        module.exit_json(**RESULT, changed=False, stopped=False, ended=False, containers=[])
-    running = _group_alive(pgid)
-    containers = _our_containers(module, params["docker"], params["mounts_below"]) \
-        if params["docker"] and params["mounts_below"] else []
-    if module.check_mode or not (running or containers):
-        module.exit_json(**RESULT, changed=False, stopped=False, ended=False, containers=containers)
-    if running:
-        os.killpg(pgid, signal.SIGTERM)
-    if containers:
-        module.run_command([params["docker"], "kill"] + containers)
-    deadline = time.time() + params["grace"]
-    while _group_alive(pgid) and time.time() < deadline:
-        time.sleep(0.1)
-    if _group_alive(pgid):
-        os.killpg(pgid, signal.SIGKILL)
-    module.exit_json(**RESULT, changed=True, stopped=running, ended=False, containers=containers)
+    if params["run_dir"]:
+        dirs = [params["run_dir"]]
+    else:
+        try:
+            dirs = sorted((os.path.join(params["runs_dir"], name) for name in os.listdir(params["runs_dir"])
+                           if os.path.isdir(os.path.join(params["runs_dir"], name))), reverse=True)
+        except FileNotFoundError:
+            dirs = []
+    looked = []
+    for run_dir in dirs:
+        run = _look(module, run_dir)
+        run["dir"] = run_dir
+        looked.append(run)
+    going = [run for run in looked if run.get("running") or run["containers"]]
+    if going and not module.check_mode:
+        _stop(module, going)
+    shown = looked if params["run_dir"] else going
+    runs = [{key: run[key] for key in ("run_id", "stopped", "ended", "containers")} for run in shown]
+    first = runs[0] if params["run_dir"] else {"stopped": False, "ended": False, "containers": []}
+    module.exit_json(**RESULT, changed=bool(going), stopped=first["stopped"], ended=first["ended"],
+                     containers=first["containers"], runs=runs)
 
 
 if __name__ == "__main__":

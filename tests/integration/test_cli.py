@@ -184,7 +184,7 @@ def test_detach_status_logs_attach_from_the_command_line(tmp_path: Path, ssh_hos
     assert (cube / "workspace" / ".mlcube-ssh-ansible" / "runs" / f"{run_id}.json").is_file()
 
     status = ssh_ansible("status", f"--mlcube={cube}")
-    assert f"{ssh_host.address}: running (" in status.stdout, out(status)
+    assert f"{ssh_host.address}: {run_id} running (" in status.stdout, out(status)  # the run list, newest first
     logs = ssh_ansible("logs", f"--mlcube={cube}", "--run", run_id)
     assert "sleeping 20 s" in logs.stdout, out(logs)
 

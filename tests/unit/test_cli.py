@@ -297,6 +297,7 @@ def test_render_writes_what_the_workflow_would_run(cube: Path, tmp_path: Path, s
     job = Job(str(cube), str(cube / "workspace"), ("hello",), ("name_file=n.txt",), ("--gpus=all",))
     inventory, extravars = render.render(settings, job)
     extravars["mlcube_ssh_exclude_from"] = ""  # the cube is not in a git work tree
+    extravars["mlcube_ssh_shared_inputs"] = []  # the cube's own workspace: nothing to share
     extravars["mlcube_ssh_pip_wheel"] = str(assets.pip_wheel())  # configure.yml seeds new virtualenvs from it
     assert yaml.safe_load((out / "inventory.yml").read_text()) == inventory
     assert yaml.safe_load((out / "extravars.yml").read_text()) == extravars

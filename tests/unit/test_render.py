@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 from mlcube_ssh_ansible.render import DEFAULT_EXCLUDES, Job, remote_name, render
 from mlcube_ssh_ansible.settings import parse_settings
@@ -68,6 +69,7 @@ def test_one_host_golden(tmp_path) -> None:
         "mlcube_ssh_local_root": "/home/u/cubes/mnist",
         "mlcube_ssh_local_workspace": "/home/u/cubes/mnist/workspace",
         "mlcube_ssh_workspace_in_cube": True,
+            "mlcube_ssh_workspace_key": "",
         "mlcube_ssh_remote_name": remote_name("/home/u/cubes/mnist"),
         "mlcube_ssh_tasks": ["train"],
         "mlcube_ssh_task_args": ["epochs=3"],
@@ -76,6 +78,7 @@ def test_one_host_golden(tmp_path) -> None:
         "mlcube_ssh_max_fail_percentage": 100,
         "mlcube_ssh_run_id": "",
         "mlcube_ssh_detach": False,
+        "mlcube_ssh_gpus_needed": -1,
     }
     # After the shlex split that Ansible's ssh plugin (and rsync, for synchronize) does, ssh gets the path in
     # double quotes: unquoted, OpenSSH reads `.../known hosts` as the two files `.../known` and `hosts`.
@@ -117,6 +120,7 @@ def test_inventory_mode_only_fills_defaults(tmp_path) -> None:
     assert "StrictHostKeyChecking=accept-new" in inventory["all"]["vars"]["ansible_ssh_args"]
     assert extravars["mlcube_ssh_hosts"] == "gpu"
     assert extravars["mlcube_ssh_workspace_in_cube"] is False
+    assert extravars["mlcube_ssh_workspace_key"] == remote_name("/elsewhere/ws")  # a remote workspace of its own
     assert extravars["mlcube_ssh_tasks"] == ["a", "b"]
 
 
@@ -192,3 +196,19 @@ def test_control_path_changes_with_whom_we_trust(tmp_path) -> None:
     assert control_path() != control_path(known_hosts=str(known))
     assert control_path() != control_path(host_key_checking="accept-new")
     assert len(control_path(known_hosts=str(known))) < 60  # ssh's socket path limit is 108 bytes
+
+
+def test_shared_inputs_are_the_tasks_inputs_that_no_task_outputs(tmp_path: Path) -> None:
+    """A run in a workspace of its own gets the inputs MLCube would copy from the cube's workspace, linked."""
+    from mlcube_ssh_ansible.workflow import shared_inputs
+
+    (tmp_path / "mlcube.yaml").write_text(
+        "tasks:\n"
+        "  prep: {parameters: {inputs: {raw: {type: directory, default: raw/}}, outputs: {data: data}}}\n"
+        "  train: {parameters: {inputs: {data: {type: directory, default: data}, conf: conf.yaml,\n"
+        "                                 abs: /etc/x, up: ../x, env: '${X}/y'}}}\n")
+    own = Job(str(tmp_path), str(tmp_path / "elsewhere"), tasks=("train",))
+    assert shared_inputs(own) == ["conf.yaml"]  # data is prep's output; absolute, .. and ${} paths stay out
+    assert shared_inputs(Job(str(tmp_path), str(tmp_path / "elsewhere"), tasks=("prep", "train"))) == \
+        ["conf.yaml", "raw"]
+    assert shared_inputs(Job(str(tmp_path), str(tmp_path / "workspace"), tasks=("train",))) == []

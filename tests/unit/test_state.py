@@ -147,3 +147,17 @@ def test_run_records_are_found_by_id_or_as_the_latest(job: Job) -> None:
     assert first.job.tasks == ("train",)
     with pytest.raises(SettingsError, match="no readable record of run nope"):
         state.recorded_run("nope")
+
+
+def test_the_latest_run_is_never_one_every_host_refused(job: Job) -> None:
+    """Issue 15, gap 3: a run refused on every host (a busy workspace) is recorded, but never picked."""
+    started = State(SETTINGS, dataclasses.replace(job, run_id="20260101-000001-aaaaaa"))
+    started.finish_run(started.start_run(), finished(h=ran(job, [])))
+    refused = State(SETTINGS, dataclasses.replace(job, run_id="20260101-000002-bbbbbb"))
+    reporter = Reporter(write=lambda _: None)
+    reporter.hosts["h"] = HostReport(failed_step="remote run", reason="busy: run ... is still running")
+    refused.finish_run(refused.start_run(), reporter)
+    assert State(SETTINGS, job).latest_run_id() == "20260101-000001-aaaaaa"
+    going = State(SETTINGS, dataclasses.replace(job, run_id="20260101-000003-cccccc"))
+    going.start_run()  # not finished yet (its command still runs, or died): it may have started
+    assert State(SETTINGS, job).latest_run_id() == "20260101-000003-cccccc"

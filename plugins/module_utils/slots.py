@@ -1,0 +1,138 @@
+# Copyright: mlcube-ssh-ansible developers. Apache-2.0.
+"""A host's slots for runs: its GPUs (found with nvidia-smi, or declared) and a number of CPU-only slots, each
+with a lease file that a run holds (flock) for as long as it goes on.
+
+Leases live in one folder shared by every user of the host (default /tmp/mlcube-ssh-leases, mode 1777), so two
+controllers or two users never hand out the same GPU: a lease is a kernel lock on a file, taken atomically
+(flock LOCK_EX|LOCK_NB) and released by the kernel when the run's supervisor ends, however it ends. Nothing
+runs on the host to keep them.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+
+LEASES_DIR = "/tmp/mlcube-ssh-leases"
+GPU_QUERY = ["--query-gpu=index,uuid,memory.used,memory.total", "--format=csv,noheader,nounits"]
+APPS_QUERY = ["--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"]
+
+
+def find_nvidia_smi(name):
+    """nvidia-smi on PATH, or in the folders a login shell adds (~/.local/bin, ~/bin); None when absent."""
+    if "/" in name:
+        path = os.path.expanduser(name)
+        return path if os.access(path, os.X_OK) else None
+    extra = [os.path.expanduser("~/.local/bin"), os.path.expanduser("~/bin")]
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", os.defpath)] + extra))
+
+
+def _int(text):
+    try:
+        return int(float(text.strip()))
+    except ValueError:
+        return None
+
+
+def discover_gpus(run_command, nvidia_smi):
+    """(gpus, error): each GPU's index, uuid, memory in use and total (MiB) and the pids of its processes."""
+    found = find_nvidia_smi(nvidia_smi)
+    if found is None:
+        return [], None
+    rc, out, err = run_command([found] + GPU_QUERY)
+    if rc != 0:
+        return [], "%s failed (exit code %s): %s" % (found, rc, (err or out).strip().splitlines()[-1:] or "")
+    gpus = []
+    for line in out.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) < 4 or _int(fields[0]) is None:
+            continue
+        gpus.append({"index": _int(fields[0]), "uuid": fields[1], "memory_used_mib": _int(fields[2]),
+                     "memory_total_mib": _int(fields[3]), "processes": []})
+    rc, out, err = run_command([found] + APPS_QUERY)
+    if rc != 0:
+        return gpus, "%s cannot list GPU processes (exit code %s): %s" % (found, rc, (err or out).strip())
+    by_uuid = {gpu["uuid"]: gpu for gpu in gpus}
+    for line in out.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) >= 2 and fields[0] in by_uuid and _int(fields[1]) is not None:
+            by_uuid[fields[0]]["processes"].append(_int(fields[1]))
+    return gpus, None
+
+
+def gpus_of_host(run_command, nvidia_smi, declared):
+    """(gpus, source, error): the declared GPUs (a list of indices) or those nvidia-smi reports."""
+    if declared is not None:
+        return [{"index": int(index), "uuid": "", "memory_used_mib": None, "memory_total_mib": None,
+                 "processes": []} for index in declared], "declared", None
+    gpus, error = discover_gpus(run_command, nvidia_smi)
+    return gpus, "nvidia-smi" if find_nvidia_smi(nvidia_smi) else "none", error
+
+
+def cpu_slots_of_host(limit):
+    """The per-host limit of CPU-only runs; 0 means one per CPU of the host."""
+    return limit if limit > 0 else (os.cpu_count() or 1)
+
+
+def ensure_dir(path):
+    """The shared leases folder: created 1777 (like /tmp) so that every user of the host can take leases."""
+    try:
+        os.makedirs(path)
+        os.chmod(path, 0o1777)
+    except FileExistsError:
+        pass
+    if not os.path.isdir(path):
+        raise OSError(errno.ENOTDIR, "not a folder", path)
+
+
+def lease_path(folder, kind, number):
+    return os.path.join(folder, "%s-%d.lease" % (kind, number))
+
+
+def held(path):
+    """Whether some run holds the lease (without taking it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def take(path):
+    """Take a lease atomically: an open file descriptor holding the lock, or None when another run holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o666)  # another user must be able to open it to take it later
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def describe(folder, gpus, cpu_slots):
+    """Every slot with its state: a GPU is `leased` (a run of ours holds it), `busy` (a process we did not
+    start uses it: skipped) or `free`; CPU-only slots are `leased` or `free`."""
+    for gpu in gpus:
+        if held(lease_path(folder, "gpu", gpu["index"])):
+            gpu["state"] = "leased"
+        elif gpu["processes"]:
+            gpu["state"] = "busy"
+        else:
+            gpu["state"] = "free"
+    cpus = [{"index": number, "state": "leased" if held(lease_path(folder, "cpu", number)) else "free"}
+            for number in range(cpu_slots)]
+    return {"gpus": gpus, "cpus": cpus}
+

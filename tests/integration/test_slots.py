@@ -1,0 +1,220 @@
+"""Slots for queued runs (issue 15, part 2): GPUs from an nvidia-smi stand-in on the remote PATH, or declared in
+the inventory; leases on the host; a GPU that a process we did not start uses is skipped."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from mlcube_ssh_ansible import workflow
+from mlcube_ssh_ansible.render import Job
+from mlcube_ssh_ansible.report import Reporter
+from tests.hosts import SshHost, example_cube, mlcube_settings
+
+from .conftest import VENV_BIN, platform_settings, user_env
+
+pytestmark = pytest.mark.integration
+
+# What `nvidia-smi --query-gpu=index,uuid,memory.used,memory.total --format=csv,noheader,nounits` prints on a
+# 4-GPU box, and `--query-compute-apps=gpu_uuid,pid,used_memory ...` with one foreign process on GPU 2.
+GPUS = "0, GPU-aaaa, 0, 16384\n1, GPU-bbbb, 0, 16384\n2, GPU-cccc, 9000, 16384\n3, GPU-dddd, 3, 16384\n"
+APPS = "GPU-cccc, 4242, 8990\n"
+STAND_IN = """#!/bin/sh
+# nvidia-smi stand-in for the tests: answers the two queries mlcube-ssh-ansible asks from files.
+data="$HOME/.nvidia-smi-stand-in"
+case "${1:-}" in
+    --query-gpu=*) exec cat "$data/gpus.csv" ;;
+    --query-compute-apps=*) exec cat "$data/apps.csv" ;;
+    *) echo "nvidia-smi stand-in: unsupported arguments: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def give(path: Path, host: SshHost) -> None:
+    owner = host.user.home.stat()
+    os.chown(path, owner.st_uid, owner.st_gid)
+
+
+@pytest.fixture
+def nvidia_smi(ssh_host: SshHost) -> Iterator[Path]:
+    """The stand-in in ~/bin of the remote user (a folder a login shell puts on PATH), with its data."""
+    home = ssh_host.user.home
+    for folder in (home / "bin", home / ".nvidia-smi-stand-in"):
+        folder.mkdir(exist_ok=True)
+        give(folder, ssh_host)
+    (home / ".nvidia-smi-stand-in" / "gpus.csv").write_text(GPUS)
+    (home / ".nvidia-smi-stand-in" / "apps.csv").write_text(APPS)
+    script = home / "bin" / "nvidia-smi"
+    script.write_text(STAND_IN)
+    script.chmod(0o755)
+    for path in (script, *(home / ".nvidia-smi-stand-in").iterdir()):
+        give(path, ssh_host)
+    yield script
+    script.unlink()
+    shutil.rmtree(home / ".nvidia-smi-stand-in")
+
+
+@pytest.fixture
+def leases_dir() -> Iterator[Path]:
+    """A leases folder of this test only (the default, /tmp/mlcube-ssh-leases, is the host's)."""
+    path = Path(f"/tmp/mlcube-ssh-leases-test-{uuid.uuid4().hex[:8]}")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def inventory_settings(tmp_path: Path, host: SshHost, monkeypatch: pytest.MonkeyPatch, **host_vars: Any) -> Path:
+    """Settings with a one-host inventory whose host vars are `host_vars` (as an ops team declares them)."""
+    inventory = tmp_path / f"inventory-{uuid.uuid4().hex[:6]}.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"gpubox": {
+        "ansible_host": host.address, "ansible_port": host.port, "ansible_user": host.user.name,
+        "ansible_ssh_private_key_file": str(host.user.identity_file), **host_vars}}}}))
+    settings = mlcube_settings(host)
+    platform = settings["platforms"]["ssh-ansible"]
+    for key in ("host", "port", "authentication"):
+        del platform[key]
+    platform.update(inventory=str(inventory), hosts="gpubox")
+    path = tmp_path / f"settings-{inventory.stem}.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    monkeypatch.setenv("MLCUBE_SYSTEM_SETTINGS", str(path))
+    return path
+
+
+def test_slots_from_an_nvidia_smi_stand_in_skip_foreign_gpus_and_see_leases(
+        tmp_path: Path, ssh_host: SshHost, nvidia_smi: Path, leases_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cube = example_cube(tmp_path)
+    job = Job(str(cube), str(cube / "workspace"))
+    settings = platform_settings(inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_cpu_slots=3,
+                                                    mlcube_ssh_leases_dir=str(leases_dir)))
+    leases_dir.mkdir(mode=0o1777)
+    leases_dir.chmod(0o1777)
+    with open(leases_dir / "gpu-1.lease", "w") as held, open(leases_dir / "cpu-0.lease", "w") as cpu:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run (here: this test) holds GPU 1 and a CPU slot
+        fcntl.flock(cpu, fcntl.LOCK_EX)
+        found = workflow.slots(settings, job, reporter=Reporter(write=lambda _: None))["gpubox"]
+        shown = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "slots", f"--mlcube={cube}"],
+                               capture_output=True, text=True, env=user_env(), timeout=300)
+    assert found["source"] == "nvidia-smi"
+    assert [(gpu["index"], gpu["state"], gpu["processes"]) for gpu in found["gpus"]] == [
+        (0, "free", []), (1, "leased", []), (2, "busy", [4242]), (3, "free", [])]
+    assert [gpu["memory_used_mib"] for gpu in found["gpus"]] == [0, 0, 9000, 3]
+    assert [cpu["state"] for cpu in found["cpus"]] == ["leased", "free", "free"]
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "gpubox: gpu 0 free (0/16384 MiB)", "gpubox: gpu 1 leased (0/16384 MiB)",
+        "gpubox: gpu 2 busy (9000/16384 MiB), pids 4242", "gpubox: gpu 3 free (3/16384 MiB)",
+        "gpubox: cpu slots: 2 free of 3"]
+
+    # Once the lease is let go, the GPU is free again: the kernel drops the lock, no cleanup needed.
+    again = workflow.slots(settings, job, reporter=Reporter(write=lambda _: None))["gpubox"]
+    assert [gpu["state"] for gpu in again["gpus"]] == ["free", "free", "busy", "free"]
+
+    # Declared in the inventory instead: nvidia-smi is not asked.
+    declared = platform_settings(inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_gpus=[0, 1],
+                                                    mlcube_ssh_leases_dir=str(leases_dir)))
+    found = workflow.slots(declared, job, reporter=Reporter(write=lambda _: None))["gpubox"]
+    assert found["source"] == "declared"
+    assert [(gpu["index"], gpu["state"]) for gpu in found["gpus"]] == [(0, "free"), (1, "free")]
+
+
+def test_no_nvidia_smi_means_no_gpu_and_a_bad_declaration_names_the_key(
+        tmp_path: Path, ssh_host: SshHost, leases_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cube = example_cube(tmp_path)
+    job = Job(str(cube), str(cube / "workspace"))
+    settings = platform_settings(inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_cpu_slots=2,
+                                                    mlcube_ssh_leases_dir=str(leases_dir)))
+    found = workflow.slots(settings, job, reporter=Reporter(write=lambda _: None))["gpubox"]
+    assert (found["source"], found["gpus"], len(found["cpus"])) == ("none", [], 2)
+
+    bad = platform_settings(inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_gpus="all",
+                                               mlcube_ssh_leases_dir=str(leases_dir)))
+    with pytest.raises(workflow.HostFailure) as caught:
+        workflow.slots(bad, job, reporter=Reporter(write=lambda _: None))
+    assert "mlcube_ssh_gpus" in str(caught.value)
+
+
+DEVICES_SCRIPT = """set -eu
+# The devices task of the test cube: records the GPUs it was given, then sleeps.
+bb=/bin/busybox
+task="$1"
+shift
+for arg in "$@"; do
+    case "$arg" in
+        --seconds_file=*) seconds_file="${arg#*=}" ;;
+        --devices=*) devices="${arg#*=}" ;;
+    esac
+done
+printf '%s\\n' "${CUDA_VISIBLE_DEVICES-unset}" > "$devices"
+printf '%s got devices %s\\n' "$task" "${CUDA_VISIBLE_DEVICES-unset}"
+"$bb" sleep "$("$bb" cat "$seconds_file")"
+"""
+
+
+def quiet() -> Reporter:
+    """A reporter of its own for each command (a reporter keeps the failures it saw)."""
+    return Reporter(write=lambda _: None)
+
+
+def devices_cube(tmp_path: Path) -> Path:
+    """The example cube with one task that writes $CUDA_VISIBLE_DEVICES to devices.txt, then sleeps."""
+    cube = example_cube(tmp_path)
+    (cube / "build" / "hello.sh").write_text(DEVICES_SCRIPT)
+    config = yaml.safe_load((cube / "mlcube.yaml").read_text())
+    config["docker"]["image"] = "mlcube-ssh-ansible/devices:0.1"
+    config["tasks"] = {"devices": {"parameters": {
+        "inputs": {"seconds_file": {"type": "file", "default": "seconds.txt"}},
+        "outputs": {"devices": {"type": "file", "default": "devices.txt"}}}}}
+    (cube / "mlcube.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (cube / "workspace" / "seconds.txt").write_text("600")
+    return cube
+
+
+def test_runs_lease_free_gpus_and_get_them_as_cuda_visible_devices(
+        tmp_path: Path, ssh_host: SshHost, nvidia_smi: Path, leases_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs take 2 and 1 of the 3 free GPUs (GPU 2 is busy with a process we did not start); a third finds no
+    free slot and starts nothing; each task records the GPUs it got; cancelled, they give the GPUs back."""
+    cube = devices_cube(tmp_path)
+    job = Job(str(cube), str(cube / "workspace"), tasks=("devices",))
+    # No GPU driver here: the devices go through the environment only, not docker's --gpus.
+    settings = platform_settings(inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_docker_gpus=False,
+                                                    mlcube_ssh_leases_dir=str(leases_dir)))
+    workflow.configure(settings, job, reporter=quiet())
+    workspaces = {name: tmp_path / name for name in ("two", "one", "none")}
+    started = {}
+    try:
+        for name, gpus in (("two", 2), ("one", 1)):
+            workspaces[name].mkdir()
+            run = Job(job.cube_root, str(workspaces[name]), tasks=("devices",), detach=True,
+                      run_id=workflow.new_run_id(), gpus_needed=gpus)
+            workflow.run(settings, run, reporter=quiet())
+            started[name] = run
+        workspaces["none"].mkdir()
+        with pytest.raises(workflow.HostFailure) as refused:
+            workflow.run(settings, Job(job.cube_root, str(workspaces["none"]), tasks=("devices",), detach=True,
+                                       run_id=workflow.new_run_id(), gpus_needed=1), reporter=quiet())
+        assert "no free slot: the run needs 1 GPU(s)" in str(refused.value)
+        assert "gpu 2 busy" in str(refused.value)
+        found = workflow.slots(settings, job, reporter=quiet())["gpubox"]
+        assert [gpu["state"] for gpu in found["gpus"]] == ["leased", "leased", "busy", "leased"]
+        listed = workflow.status(settings, job, reporter=quiet())["gpubox"]["runs"]
+        states = {run["run_id"]: run["state"] for run in listed}
+        assert states == {started["two"].run_id: "running", started["one"].run_id: "running"}
+    finally:
+        workflow.cancel(settings, job, reporter=quiet())
+    for name, run in started.items():
+        workflow.attach(settings, Job(job.cube_root, str(workspaces[name])), run_id=run.run_id, follow=False,
+                        reporter=quiet())
+    assert (workspaces["two"] / "devices.txt").read_text() == "0,1\n"
+    assert (workspaces["one"] / "devices.txt").read_text() == "3\n"
+    found = workflow.slots(settings, job, reporter=quiet())["gpubox"]
+    assert [gpu["state"] for gpu in found["gpus"]] == ["free", "free", "busy", "free"]
+
