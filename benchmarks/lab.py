@@ -1,4 +1,4 @@
-"""The lab: one sshd on loopback addresses, one user per host, the cubes, settings files and inventories."""
+"""The lab: sshd on loopback addresses (one per 16), one user per host, the cubes, settings files and inventories."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from benchmarks.sampler import reap_adopted
 from mlcube_ssh_ansible.render import Job, ssh_args
 from mlcube_ssh_ansible.settings import Settings, parse_settings
 from tests.hosts import BUSYBOX, DROP, Sshd, SshHost, deep_merge, ensure_dockerd, make_user, mlcube_settings
+
+# Addresses per sshd process: OpenSSH refuses more than 16 listen sockets ("Too many listen sockets").
+SSHD_ADDRESSES = 16
 
 
 def prepare_cube(dest: Path) -> Path:
@@ -41,7 +44,7 @@ class Lab:
         self.workdir = workdir
         self.big_sizes = tuple(big_sizes)
         self.size = max((*FLEET_SIZES, *self.big_sizes))
-        self.sshd: Sshd | None = None
+        self.sshds: list[Sshd] = []
         self.hosts: list[SshHost] = []
         # The big fleets' interpreter: one virtualenv, made by host 1's user through our own `configure`
         # (warm-up), that every host's user runs as `interpreter.type: system` (issue 12's "ready interpreter").
@@ -56,9 +59,12 @@ class Lab:
         if sshd_dir.exists():
             shutil.rmtree(sshd_dir)
         hosts = addresses(self.size)
-        self.sshd = Sshd.start(hosts, sshd_dir)
+        # One sshd per 16 hosts: OpenSSH listens on at most 16 addresses (MAX_LISTEN_SOCKS).
+        chunks = [hosts[i:i + SSHD_ADDRESSES] for i in range(0, len(hosts), SSHD_ADDRESSES)]
+        self.sshds = [Sshd.start(chunk, sshd_dir / str(i)) for i, chunk in enumerate(chunks)]
         keys = self.workdir / "keys"
-        self.hosts = [self.sshd.host(address, make_user(user, keys)) for address, user in zip(hosts, users(self.size))]
+        self.hosts = [self.sshds[i // SSHD_ADDRESSES].host(address, make_user(user, keys))
+                      for i, (address, user) in enumerate(zip(hosts, users(self.size)))]
         self.known_hosts = self.workdir / "known_hosts"
         self.known_hosts.write_text("".join(h.known_hosts.read_text() for h in self.hosts))
         self.known_hosts.chmod(0o644)
@@ -95,8 +101,8 @@ class Lab:
             self.baseline_hosts[n] = self._write_baseline_hosts(f"hosts-{n}", self.hosts[:n])
 
     def stop(self) -> None:
-        if self.sshd is not None:
-            self.sshd.stop()
+        for sshd in self.sshds:
+            sshd.stop()
 
     def name(self, host: SshHost) -> str:
         """The host's inventory name, b1, b2, ...: its place in the lab (user names may carry a suffix)."""
