@@ -127,6 +127,7 @@ def _option(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def role_names() -> tuple[str, ...]:
+    """The roles whose argument specs and defaults are generated: every role of the collection."""
     return tuple(spec()["roles"])
 
 

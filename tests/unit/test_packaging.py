@@ -24,13 +24,15 @@ def collection_files() -> set[str]:
 
 
 def test_wheel_ships_the_whole_collection(tmp_path: Path) -> None:
+    """The collection, and spec.yml (settings.py reads it at import)."""
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                             "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
     [wheel] = tmp_path.glob("mlcube_ssh_ansible-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {COLLECTION + name for name in collection_files()} | {"mlcube_ssh_ansible/py.typed",
-                                                                     "mlcube_ssh_ansible/ansible.cfg"}
+                                                                     "mlcube_ssh_ansible/ansible.cfg",
+                                                                     "mlcube_ssh_ansible/spec.yml"}
     assert expected <= names, sorted(expected - names)
     assert any(name.endswith("entry_points.txt") and b"mlcube-ssh-ansible" in zipfile.ZipFile(wheel).read(name)
                for name in names)
