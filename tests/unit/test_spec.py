@@ -159,3 +159,10 @@ def test_the_docs_name_the_numbers_and_lists_the_code_uses() -> None:
     with pytest.raises(SettingsError, match="must be an Ansible host pattern without spaces"):
         parse_settings({"inventory": str(ROOT / "README.md"), "hosts": "gpu gpu2", "platform": "docker",
                         "interpreter": {"type": "system"}})
+
+
+def test_every_role_is_generated_from_the_spec() -> None:
+    """A new role gets its argument specs from spec.yml too; none keeps a hand-written copy."""
+    assert set(spec.role_names()) == {path.name for path in ROLES.iterdir() if (path / "tasks").is_dir()}
+    for role in spec.role_names():
+        assert (ROLES / role / "meta" / "argument_specs.yml").read_text().startswith("---\n# " + spec.GENERATED)
