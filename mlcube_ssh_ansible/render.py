@@ -64,6 +64,7 @@ class Job:
     run_id: str = ""
     detach: bool = False
     gpus_needed: int = -1  # slots the run takes on each host: -1 none, 0 a CPU-only slot, N GPUs
+    queue: bool = False  # without free slots, the run waits on the host instead of being refused
 
 
 def check_job(job: Job) -> Job:
@@ -201,6 +202,7 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
         "mlcube_ssh_run_id": job.run_id,
         "mlcube_ssh_detach": job.detach,
         "mlcube_ssh_gpus_needed": job.gpus_needed,
+        "mlcube_ssh_queue": job.queue,
     }
 
 

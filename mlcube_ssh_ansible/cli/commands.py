@@ -117,11 +117,14 @@ def configure(mlcube: str | None, platform: str, workspace: str | None, params: 
 @click.option("--need-gpus", "need_gpus", type=int, default=None, metavar="N",
               help="Take N free GPUs on each host for the run (0: a CPU-only slot), held until it ends; the task gets "
                    "them as CUDA_VISIBLE_DEVICES. Without free ones the run does not start.")
+@click.option("--queue", is_flag=True,
+              help="With --need-gpus: when the slots are taken, queue the run on the host (it starts there when they "
+                   "are free, first come first served, with no controller needed) instead of refusing it.")
 @click.argument("task_args", nargs=-1, metavar="[NAME=VALUE]...")
 @_log_options
 def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...], task: str | None,
-        detach: bool, need_gpus: int | None, task_args: tuple[str, ...], log_level: str | None, verbose: int,
-        **options: str | None) -> None:
+        detach: bool, need_gpus: int | None, queue: bool, task_args: tuple[str, ...], log_level: str | None,
+        verbose: int, **options: str | None) -> None:
     """Upload what changed, run the task(s) remotely, fetch the workspace back.
 
     The remote task runs detached from the SSH connection: if this command dies or loses its connection,
@@ -133,8 +136,11 @@ def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[
     job = loaded.job(select_tasks(task, loaded.tasks), arguments, run_options(options))
     if need_gpus is not None and need_gpus < 0:
         raise CommandLineError(f"--need-gpus {need_gpus}: give a number of GPUs, 0 for a CPU-only slot")
+    if queue and need_gpus is None:
+        raise CommandLineError("--queue waits for slots: say how many the run needs with --need-gpus N "
+                               "(0 for a CPU-only slot)")
     job = dataclasses.replace(job, detach=detach, run_id=workflow.new_run_id(),
-                              gpus_needed=-1 if need_gpus is None else need_gpus)
+                              gpus_needed=-1 if need_gpus is None else need_gpus, queue=queue)
     workflow.run(loaded.settings, job, verbosity=verbosity)
     if detach:
         click.echo(f"started run {job.run_id}; follow it with `{PROG} attach --run {job.run_id}`")

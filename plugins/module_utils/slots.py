@@ -122,6 +122,36 @@ def take(path):
     return fd
 
 
+def waiters(folder):
+    """The queued runs waiting for slots on this host, oldest first: the names of the waiting files whose
+    waiting supervisor still holds them (a dead waiter's file is removed where we may)."""
+    folder = os.path.join(folder, "waiting")
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    live = []
+    for name in names:
+        path = os.path.join(folder, name)
+        if held(path):
+            live.append(name)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return live
+
+
+def wait_in_line(folder, name):
+    """Join the queue: a waiting file whose lock the waiting supervisor holds (a descriptor) until it starts."""
+    ensure_dir(os.path.join(folder, "waiting"))
+    fd = take(os.path.join(folder, "waiting", name))
+    if fd is None:
+        raise OSError(errno.EEXIST, "already waiting", name)
+    return fd
+
+
 def describe(folder, gpus, cpu_slots):
     """Every slot with its state: a GPU is `leased` (a run of ours holds it), `busy` (a process we did not
     start uses it: skipped) or `free`; CPU-only slots are `leased` or `free`."""

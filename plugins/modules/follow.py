@@ -181,9 +181,16 @@ def _read_new(path: str, offset: int, limit: int, final: bool) -> tuple[bytes, i
 
 
 def _alive(run_dir: str) -> bool:
+    """The command's process group is alive, or (a queued run) its supervisor still waits for slots."""
     try:
         with open(os.path.join(run_dir, "pid")) as handle:
             os.killpg(int(handle.read()), 0)
+    except FileNotFoundError:
+        try:
+            with open(os.path.join(run_dir, "supervisor")) as handle:
+                os.kill(int(handle.read()), 0)
+        except (OSError, ValueError):
+            return False
     except (OSError, ValueError):
         return False
     return True

@@ -22,7 +22,11 @@ description:
     lock on a file in O(leases_dir) taken under one guard lock, held by the run's supervisor until the command
     ends. The command gets the GPUs as E(CUDA_VISIBLE_DEVICES) and E(NVIDIA_VISIBLE_DEVICES), which
     C(docker run) and C(podman run) get by name (C(-e NAME)), and C(--gpus "device=...") when O(docker_gpus).
-    Without enough free slots, the launch fails and starts nothing.
+    Without enough free slots, the launch fails and starts nothing, or with O(queue) the run waits on the host.
+  - With O(queue), the run is queued on the host when its slots are taken (or runs queued earlier still wait),
+    first come first served across every user of O(leases_dir). Its supervisor starts at once and waits
+    (C(queued) in its run folder). When it is first in line and its slots are free, it takes them and starts
+    the command. No controller and no daemon is needed for that.
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
@@ -89,6 +93,10 @@ options:
     description: Give C(docker run) C(--gpus "device=<the leased GPUs>").
     type: bool
     default: true
+  queue:
+    description: Without free slots, wait for them on the host instead of failing.
+    type: bool
+    default: false
   secrets:
     description:
       - Name to value, added to the command's environment, never written to a file or a command line. Every
@@ -162,6 +170,10 @@ rc:
   description: The command's exit code, when RV(done).
   returned: when done
   type: int
+queued:
+  description: Whether the run waits for its slots on the host.
+  returned: success
+  type: bool
 devices:
   description: The slots the run holds (C(gpus), a list of indices, or C(cpu), a slot number).
   returned: when gpus_needed >= 0
@@ -204,19 +216,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _pid_in(run_dir: str, name: str):
+    try:
+        with open(os.path.join(run_dir, name)) as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _running_holder(lock: str) -> dict | None:
-    """The lock's content when its run is still going (pid alive and no exit code yet), else None."""
+    """The lock's content when its run is still going or waiting (its command or its supervisor alive, no exit
+    code yet), else None."""
     try:
         with open(lock) as handle:
             holder = json.load(handle)
         run_dir = holder["run_dir"]
-        with open(os.path.join(run_dir, "pid")) as handle:
-            pid = int(handle.read())
     except (OSError, ValueError, KeyError):
         return None
-    if os.path.exists(os.path.join(run_dir, "rc")) or not _alive(pid):
+    if os.path.exists(os.path.join(run_dir, "rc")):
         return None
-    return holder
+    if any(pid is not None and _alive(pid) for pid in (_pid_in(run_dir, "pid"), _pid_in(run_dir, "supervisor"))):
+        return holder
+    return None
 
 
 def _inside(root: str, path: str) -> bool:
@@ -408,6 +429,7 @@ def main() -> None:
             nvidia_smi=dict(type="str", default="nvidia-smi"),
             leases_dir=dict(type="path", default="/tmp/mlcube-ssh-leases"),
             docker_gpus=dict(type="bool", default=True),
+            queue=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -429,7 +451,7 @@ def main() -> None:
                                 busy.get("workspace") or "of this cube"))
         if module.check_mode:
             module.exit_json(changed=True, run_dir=params["run_dir"])
-        devices, leases = _take_slots(module) if params["gpus_needed"] >= 0 else ({}, [])
+        devices, leases, waiting = _take_slots(module) if params["gpus_needed"] >= 0 else ({}, [], None)
         argv = [os.path.expanduser(params["argv"][0])] + params["argv"][1:]
         if not os.path.exists(argv[0]) and "/" in argv[0]:
             module.fail_json(msg="%s does not exist on this host" % argv[0])
@@ -449,22 +471,27 @@ def main() -> None:
                                      % (params["workspace"], error), run_dir=run_dir)
         started = _now()
         _write(os.path.join(run_dir, "argv.json"), json.dumps(argv))
-        _write(os.path.join(run_dir, "started"), started)
-        for name in ("rc", "pid", "ended", "cancelled"):
+        for name in ("rc", "pid", "ended", "cancelled", "started", "queued", "supervisor", "devices"):
             if os.path.exists(os.path.join(run_dir, name)):
                 os.remove(os.path.join(run_dir, name))
+        _write(os.path.join(run_dir, "queued" if waiting is not None else "started"), started)
         _write(params["lock"], json.dumps({"run_id": os.path.basename(run_dir), "run_dir": run_dir,
                                            "started": started, "holder": params["holder"],
                                            "workspace": params["workspace"] or ""}))
         if devices:
             _write(os.path.join(run_dir, "devices"), json.dumps(devices))
         devices["docker_gpus"] = params["docker_gpus"]
-        pid = _start_detached(argv, params["chdir"], run_dir, secrets, devices, leases)
+        pid = _start_detached(argv, params["chdir"], run_dir, secrets, devices, leases,
+                              (waiting, module) if waiting is not None else None)
+    devices.pop("docker_gpus")
+    if waiting is not None:  # its supervisor waits for the slots on the host
+        module.exit_json(changed=True, run_dir=run_dir, queued=True, started=started, shared=counts, devices={},
+                         done=False, mlcube_ssh_result="launch")
     if pid is None:
         module.fail_json(msg="the command did not start", run_dir=run_dir)
-    devices.pop("docker_gpus")
     module.exit_json(changed=True, run_dir=run_dir, pid=pid, started=started, shared=counts, devices=devices,
-                     mlcube_ssh_result="launch", **_ended_within(run_dir, params["wait"], params["max_bytes"]))
+                     queued=False, mlcube_ssh_result="launch",
+                     **_ended_within(run_dir, params["wait"], params["max_bytes"]))
 
 
 def _ended_within(run_dir: str, wait: float, max_bytes: int) -> dict:
@@ -499,52 +526,103 @@ def _ended_within(run_dir: str, wait: float, max_bytes: int) -> dict:
     return answer
 
 
+def _slots_api():
+    """The slots helpers (imported here: the launcher's other parts load without the collection)."""
+    from ansible_collections.mlcube.ssh.plugins.module_utils import slots
+    return slots
+
+
+def _guard(api, folder: str) -> int:
+    """The one lock under which launches and waiting runs choose and take slots on this host."""
+    api.ensure_dir(folder)
+    guard = api.take(os.path.join(folder, ".guard"))
+    while guard is None:
+        time.sleep(0.05)
+        guard = api.take(os.path.join(folder, ".guard"))
+    return guard
+
+
+def _try_slots(module: AnsibleModule, api, me=None):
+    """Under the guard: (devices, leases, None), or (None, [], why not) when the slots are not free or runs
+    queued earlier (`me`: this waiting run's name) wait for them."""
+    params = module.params
+    folder = params["leases_dir"]
+    line = api.waiters(folder)
+    ahead = line[:line.index(me)] if me in line else line
+    if ahead:
+        return None, [], "%d run(s) queued before it wait for slots" % len(ahead)
+    gpus, source, error = api.gpus_of_host(module.run_command, params["nvidia_smi"], params["gpus"])
+    needed = params["gpus_needed"]
+    if error and needed > 0:
+        return None, [], error
+    slots = api.describe(folder, gpus, api.cpu_slots_of_host(params["cpu_slots"]))
+    if needed == 0:
+        kind, pool = "cpu", slots["cpus"]
+    else:
+        kind, pool = "gpu", slots["gpus"]
+    chosen = [slot["index"] for slot in pool if slot["state"] == "free"][:max(needed, 1)]
+    leases = [api.take(api.lease_path(folder, kind, number)) for number in chosen]
+    if len(chosen) < max(needed, 1) or None in leases:
+        for fd in leases:
+            if fd is not None:
+                os.close(fd)
+        states = ", ".join("%s %s %s" % (kind, slot["index"], slot["state"]) for slot in pool) \
+            or "no GPU (%s)" % source
+        return None, [], "no free slot: the run needs %s, and this host has %s" % (
+            "%d GPU(s)" % needed if needed else "a CPU-only slot", states)
+    return ({"gpus": chosen} if kind == "gpu" else {"cpu": chosen[0]}), leases, None
+
+
 def _take_slots(module: AnsibleModule):
-    """The run's slots, taken atomically: ({gpus: [...]} or {cpu: n}, the lease file descriptors).
+    """The run's slots, taken atomically: ({gpus: [...]} or {cpu: n}, the lease file descriptors, None); or,
+    with `queue` and no free slots, ({}, [], the descriptor of its place in the queue).
 
     One guard (a lock on a file in the shared leases folder) makes the choice and the taking one step for every
     launch on the host, whoever starts it; each lease is a lock that the run's supervisor holds until it ends."""
-    # Imported here: the launcher's other parts (the supervisor, the masking) load without the collection.
-    from ansible_collections.mlcube.ssh.plugins.module_utils.slots import (
-        cpu_slots_of_host, describe, ensure_dir, gpus_of_host, lease_path, take)
-
     params = module.params
-    folder = params["leases_dir"]
+    api = _slots_api()
     try:
-        ensure_dir(folder)
-        guard = take(os.path.join(folder, ".guard"))
-        while guard is None:
-            time.sleep(0.05)
-            guard = take(os.path.join(folder, ".guard"))
+        guard = _guard(api, params["leases_dir"])
     except OSError as error:
-        module.fail_json(msg="cannot use the leases folder %s: %s" % (folder, error))
+        module.fail_json(msg="cannot use the leases folder %s: %s" % (params["leases_dir"], error))
     try:
-        gpus, source, error = gpus_of_host(module.run_command, params["nvidia_smi"], params["gpus"])
-        if error and params["gpus_needed"] > 0:
-            module.fail_json(msg=error)
-        slots = describe(folder, gpus, cpu_slots_of_host(params["cpu_slots"]))
-        needed = params["gpus_needed"]
-        if needed == 0:
-            free = [cpu["index"] for cpu in slots["cpus"] if cpu["state"] == "free"]
-            kind, chosen = "cpu", free[:1]
-        else:
-            free = [gpu["index"] for gpu in slots["gpus"] if gpu["state"] == "free"]
-            kind, chosen = "gpu", free[:needed]
-        leases = [take(lease_path(folder, kind, number)) for number in chosen]
-        if len(chosen) < max(needed, 1) or None in leases:
-            for fd in leases:
-                if fd is not None:
-                    os.close(fd)
-            states = ", ".join("%s %s %s" % (kind, slot["index"], slot["state"])
-                               for slot in slots["gpus" if kind == "gpu" else "cpus"]) or "no GPU (%s)" % source
-            module.fail_json(msg="no free slot: the run needs %s, and this host has %s"
-                             % ("%d GPU(s)" % needed if needed else "a CPU-only slot", states))
-        return ({"gpus": chosen} if kind == "gpu" else {"cpu": chosen[0]}), leases
+        devices, leases, why = _try_slots(module, api)
+        if devices is not None:
+            return devices, leases, None
+        if not params["queue"]:
+            module.fail_json(msg=why)
+        name = "%s-%s" % (_now(), os.path.basename(params["run_dir"].rstrip("/")))
+        return {}, [], (api.wait_in_line(params["leases_dir"], name), name, api)
     finally:
         os.close(guard)
 
 
-def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict, leases: list):
+def _wait_for_slots(run_dir: str, waiting, devices: dict) -> list:
+    """In the waiting supervisor: poll (under the guard) until this run is first in line and its slots are
+    free; take them and leave the queue. Returns the lease descriptors; `devices` gets the slots."""
+    (fd, name, api), module = waiting
+    folder = module.params["leases_dir"]
+    while True:
+        guard = _guard(api, folder)
+        try:
+            got, leases, _ = _try_slots(module, api, me=name)
+            if got is not None:
+                devices.update(got)
+                try:
+                    os.unlink(os.path.join(folder, "waiting", name))
+                except OSError:
+                    pass
+                os.close(fd)
+                _write(os.path.join(run_dir, "devices"), json.dumps(got))
+                _write(os.path.join(run_dir, "started"), _now())
+                return leases
+        finally:
+            os.close(guard)
+        time.sleep(1.0)
+
+
+def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict, leases: list,
+                    waiting=None):
     """Double-fork a supervisor in a new session; return the command's process group id once known."""
     first = os.fork()
     if first == 0:
@@ -555,16 +633,29 @@ def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict, devices
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        for fd in range(3, 1024):  # but the leases: the supervisor holds them until the command ends
-            if fd not in leases:
+        keep = set(leases) | ({waiting[0][0]} if waiting else set())
+        for fd in range(3, 1024):  # but the leases (and its place in the queue): the supervisor holds them
+            if fd not in keep:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
+        _write(os.path.join(run_dir, "supervisor"), str(os.getpid()))
+        if waiting:
+            try:
+                leases = _wait_for_slots(run_dir, waiting, devices)
+            except Exception as error:  # say why where the follower looks
+                with open(os.path.join(run_dir, "stderr.log"), "a") as err:
+                    err.write("mlcube-ssh-ansible: cannot take slots: %s\n" % error)
+                _write(os.path.join(run_dir, "ended"), _now())
+                _write(os.path.join(run_dir, "rc"), "125")
+                os._exit(0)
         _supervise(argv, chdir, run_dir, secrets, devices)
-    for fd in leases:
+    for fd in leases + ([waiting[0][0]] if waiting else []):
         os.close(fd)
     os.waitpid(first, 0)
+    if waiting:
+        return None
     deadline = time.time() + 10
     while time.time() < deadline:
         try:

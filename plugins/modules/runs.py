@@ -69,6 +69,16 @@ def _alive(pgid) -> bool:
     return True
 
 
+def _alive_pid(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
 def state_of(run_dir: str) -> dict:
     """One run's state from its folder: the files mlcube.ssh.launch, its supervisor and mlcube.ssh.stop write."""
     run = {"run_id": os.path.basename(run_dir.rstrip("/"))}
@@ -84,7 +94,7 @@ def state_of(run_dir: str) -> dict:
         state = "running"
     elif run["cancelled"]:
         state = "cancelled"
-    elif pgid is None and run["queued"] is not None:
+    elif pgid is None and run["queued"] is not None and _alive_pid(_read(os.path.join(run_dir, "supervisor"))):
         state = "queued"
     elif pgid is None and run["started"]:
         state = "starting"

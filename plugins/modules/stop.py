@@ -139,7 +139,13 @@ def _look(module: AnsibleModule, run_dir: str) -> dict:
     try:
         found["pgid"] = int(_read(os.path.join(run_dir, "pid")))
     except ValueError:
-        return found  # never started
+        try:  # queued: its supervisor waits for slots, nothing else runs yet
+            found["supervisor"] = int(_read(os.path.join(run_dir, "supervisor")))
+            os.kill(found["supervisor"], 0)
+            found["running"] = True
+        except (ValueError, OSError):
+            pass
+        return found
     params = module.params
     below = _read(os.path.join(run_dir, "workspace")) or params["mounts_below"]
     if params["docker"] and below:
@@ -156,13 +162,18 @@ def _stop(module: AnsibleModule, runs: list) -> None:
             handle.write(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"))
         if run["stopped"]:
             try:
-                os.killpg(run["pgid"], signal.SIGTERM)
+                if run["pgid"] is None:
+                    os.kill(run["supervisor"], signal.SIGTERM)  # a queued run: it leaves the queue
+                else:
+                    os.killpg(run["pgid"], signal.SIGTERM)
             except OSError:
                 pass
         if run["containers"]:
             module.run_command([module.params["docker"], "kill"] + run["containers"])
     deadline = time.time() + module.params["grace"]
     for run in runs:
+        if run["pgid"] is None:
+            continue
         while run["stopped"] and _group_alive(run["pgid"]) and time.time() < deadline:
             time.sleep(0.1)
         if run["stopped"] and _group_alive(run["pgid"]):

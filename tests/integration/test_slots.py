@@ -7,6 +7,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -218,3 +219,42 @@ def test_runs_lease_free_gpus_and_get_them_as_cuda_visible_devices(
     found = workflow.slots(settings, job, reporter=quiet())["gpubox"]
     assert [gpu["state"] for gpu in found["gpus"]] == ["free", "free", "busy", "free"]
 
+
+def test_a_queued_run_waits_on_the_host_and_starts_when_its_gpu_is_free(
+        tmp_path: Path, ssh_host: SshHost, leases_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one GPU (declared), a second and a third run are queued on the host, first come first served; when
+    the first run ends (cancelled here), the second starts there by itself (no controller command in between)
+    and gets the GPU; the third keeps waiting; a queued run can be cancelled."""
+    cube = devices_cube(tmp_path)
+    job = Job(str(cube), str(cube / "workspace"), tasks=("devices",))
+    settings = platform_settings(inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_gpus=[0],
+                                                    mlcube_ssh_docker_gpus=False,
+                                                    mlcube_ssh_leases_dir=str(leases_dir)))
+    workflow.configure(settings, job, reporter=quiet())
+    runs = {}
+    try:
+        for name in ("first", "second", "third"):
+            (tmp_path / name).mkdir()
+            runs[name] = Job(job.cube_root, str(tmp_path / name), tasks=("devices",), detach=True,
+                             run_id=workflow.new_run_id(), gpus_needed=1, queue=True)
+            workflow.run(settings, runs[name], reporter=quiet())
+
+        def states() -> dict[str, str]:
+            listed = workflow.status(settings, job, reporter=quiet())["gpubox"]["runs"]
+            return {name: next(run["state"] for run in listed if run["run_id"] == runs[name].run_id)
+                    for name in runs}
+
+        assert states() == {"first": "running", "second": "queued", "third": "queued"}
+        workflow.cancel(settings, job, run_id=runs["first"].run_id, reporter=quiet())
+        deadline = time.monotonic() + 120
+        while states()["second"] != "running":
+            assert time.monotonic() < deadline, "the queued run did not start"
+        assert states() == {"first": "cancelled", "second": "running", "third": "queued"}
+        workflow.cancel(settings, job, run_id=runs["third"].run_id, reporter=quiet())
+        assert states()["third"] == "cancelled"
+    finally:
+        workflow.cancel(settings, job, reporter=quiet())
+    workflow.attach(settings, Job(job.cube_root, str(tmp_path / "second")), run_id=runs["second"].run_id,
+                    follow=False, reporter=quiet())
+    assert (tmp_path / "second" / "devices.txt").read_text() == "0\n"
+    assert not (tmp_path / "third" / "devices.txt").exists()
