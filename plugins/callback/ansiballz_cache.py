@@ -68,6 +68,13 @@ def digest() -> str:
                 if name.endswith((".py", ".ps1", ".psm1")):
                     info = os.stat(os.path.join(folder, name))
                     h.update(f"{folder}/{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    # Other collections' modules (ansible.posix's synchronize, when it runs as a module): an installed collection
+    # changes as a whole, and its MANIFEST.json (with its version and file checksums) changes with it.
+    for base in dict.fromkeys(p for p in [*C.COLLECTIONS_PATHS, *sys.path] if p):
+        for manifest in sorted(Path(base, "ansible_collections").glob("*/*/MANIFEST.json")):
+            with contextlib.suppress(OSError):
+                info = manifest.stat()
+                h.update(f"{manifest}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 

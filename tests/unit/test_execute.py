@@ -193,3 +193,19 @@ def test_the_payload_folder_changes_with_any_module_source(tmp_path: Path, monke
     monkeypatch.setenv("ANSIBLE_MODULE_COMPRESSION", "ZIP_STORED")  # read at start-up: not part of this check
     monkeypatch.setattr(constants, "DEFAULT_MODULE_COMPRESSION", "ZIP_STORED")
     assert plugin.digest() != third
+
+
+def test_the_payload_folder_changes_with_another_installed_collection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgraded ansible.posix (its synchronize module is built when it runs as a module) is no stale payload."""
+    from ansible import constants
+
+    plugin = _cache_plugin()
+    manifest = tmp_path / "ansible_collections" / "some" / "collection" / "MANIFEST.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"collection_info": {"version": "1.0.0"}}')
+    monkeypatch.setattr(constants, "COLLECTIONS_PATHS", [str(tmp_path)])
+    first = plugin.digest()
+    assert plugin.digest() == first
+    manifest.write_text('{"collection_info": {"version": "1.10.0"}}')
+    assert plugin.digest() != first
