@@ -72,7 +72,7 @@ mlcube_ssh_result:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlcube.ssh.plugins.module_utils.slots import (
-    cpu_slots_of_host, describe, gpus_of_host)
+    LEASES_DIR, cpu_slots_of_host, describe, gpus_of_host)
 
 
 def main() -> None:
@@ -81,7 +81,7 @@ def main() -> None:
             gpus=dict(type="list", elements="int"),
             cpu_slots=dict(type="int", default=0),
             nvidia_smi=dict(type="str", default="nvidia-smi"),
-            leases_dir=dict(type="path", default="/tmp/mlcube-ssh-leases"),
+            leases_dir=dict(type="path", default=LEASES_DIR),
         ),
         supports_check_mode=True,
     )
