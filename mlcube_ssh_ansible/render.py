@@ -65,6 +65,7 @@ class Job:
     detach: bool = False
     gpus_needed: int = -1  # slots the run takes on each host: -1 none, 0 a CPU-only slot, N GPUs
     queue: bool = False  # without free slots, the run waits on the host instead of being refused
+    run_retries: int = 0  # how many more times the host's supervisor starts a failed task (docs/runs.md)
 
 
 def check_job(job: Job) -> Job:
@@ -78,6 +79,9 @@ def check_job(job: Job) -> Job:
             raise SettingsError(argument.partition("=")[0], spec.fmt("task_arg").says, kind="task argument")
     if job.gpus_needed < -1:
         raise SettingsError("need-gpus", f"{job.gpus_needed} is not a number of GPUs: use 0 (a CPU-only slot) or more",
+                            kind="option")
+    if job.run_retries < 0:
+        raise SettingsError("retries-on-failure", f"{job.run_retries} is not a number of retries: use 0 or more",
                             kind="option")
     for option in job.run_options:
         if not spec.fmt("run_option").matches(option):
@@ -203,6 +207,7 @@ def render_extravars(settings: Settings, job: Job) -> dict[str, Any]:
         "mlcube_ssh_detach": job.detach,
         "mlcube_ssh_gpus_needed": job.gpus_needed,
         "mlcube_ssh_queue": job.queue,
+        "mlcube_ssh_run_retries": job.run_retries,
     }
 
 

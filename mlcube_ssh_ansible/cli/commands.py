@@ -120,11 +120,16 @@ def configure(mlcube: str | None, platform: str, workspace: str | None, params: 
 @click.option("--queue", is_flag=True,
               help="With --need-gpus: when the slots are taken, queue the run on the host (it starts there when they "
                    "are free, first come first served, with no controller needed) instead of refusing it.")
+# Not `--retries`: the `retries` setting retries unreachable hosts before the task starts; this one re-runs a
+# task that failed, on the host.
+@click.option("--retries-on-failure", "run_retries", type=int, default=0, metavar="K",
+              help="Start a task that failed up to K more times on its host (the run's supervisor there does it, "
+                   "no controller needed), never again on a GPU found faulty after the failure.")
 @click.argument("task_args", nargs=-1, metavar="[NAME=VALUE]...")
 @_log_options
 def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...], task: str | None,
-        detach: bool, need_gpus: int | None, queue: bool, task_args: tuple[str, ...], log_level: str | None,
-        verbose: int, **options: str | None) -> None:
+        detach: bool, need_gpus: int | None, queue: bool, run_retries: int, task_args: tuple[str, ...],
+        log_level: str | None, verbose: int, **options: str | None) -> None:
     """Upload what changed, run the task(s) remotely, fetch the workspace back.
 
     The remote task runs detached from the SSH connection: if this command dies or loses its connection,
@@ -139,8 +144,11 @@ def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[
     if queue and need_gpus is None:
         raise CommandLineError("--queue waits for slots: say how many the run needs with --need-gpus N "
                                "(0 for a CPU-only slot)")
+    if run_retries < 0:
+        raise CommandLineError(f"--retries-on-failure {run_retries}: give a number of retries, 0 or more")
     job = dataclasses.replace(job, detach=detach, run_id=workflow.new_run_id(),
-                              gpus_needed=-1 if need_gpus is None else need_gpus, queue=queue)
+                              gpus_needed=-1 if need_gpus is None else need_gpus, queue=queue,
+                              run_retries=run_retries)
     workflow.run(loaded.settings, job, verbosity=verbosity)
     if detach:
         click.echo(f"started run {job.run_id}; follow it with `{PROG} attach --run {job.run_id}`")
@@ -170,6 +178,9 @@ def status(mlcube: str | None, platform: str, workspace: str | None, params: tup
         for run in state.get("runs") or []:
             where = f" in {run['workspace']}" if run.get("workspace") else ""
             click.echo(f"{host}: {run.get('run_id')} {describe_run(run)}{where}")
+            if len(run.get("attempts") or []) > 1 or run.get("state") == "retrying":
+                for attempt in run["attempts"]:
+                    click.echo(f"{host}:   {describe_attempt(attempt)}")
         if not state.get("runs"):
             click.echo(f"{host}: no run of this cube on this host")
 
@@ -183,11 +194,26 @@ def _elapsed(started: Any, ended: Any) -> str:
 
 
 def describe_run(run: Mapping[str, Any]) -> str:
-    """One run of the list: `running (12.3 s)`, `failed (exit code 3, 1.2 s)`, `cancelled (4.0 s)`, `queued`."""
+    """One run of the list: `running (12.3 s)`, `failed (exit code 3, 1.2 s)`, `cancelled (4.0 s)`, `queued`;
+    a run that may be retried adds its attempts: `succeeded (exit code 0, 9.1 s, 2 attempts)`,
+    `retrying (attempt 2 of 3 next, 4.0 s)`."""
     state, elapsed = str(run.get("state")), _elapsed(run.get("started"), run.get("ended") or run.get("cancelled"))
+    done = len(run.get("attempts") or [])
+    if state == "retrying":
+        return f"retrying (attempt {done + 1} of {int(run.get('retries') or 0) + 1} next, {elapsed})"
+    tries = f", {done} attempts" if done > 1 else ""
     if state in ("succeeded", "failed"):
-        return f"{state} (exit code {run.get('rc')}, {elapsed})"
-    return f"{state} ({elapsed})" if elapsed and state != "queued" else state
+        return f"{state} (exit code {run.get('rc')}, {elapsed}{tries})"
+    return f"{state} ({elapsed}{tries})" if elapsed and state != "queued" else state
+
+
+def describe_attempt(attempt: Mapping[str, Any]) -> str:
+    """`attempt 1: exit code 3 on gpu 0, device fault: gpu 0 uncorrected ECC errors rose from 0 to 2`."""
+    devices = attempt.get("devices") or {}
+    where = (f" on gpu {','.join(str(index) for index in devices['gpus'])}" if devices.get("gpus")
+             else f" on cpu slot {devices['cpu']}" if devices.get("cpu") is not None else "")
+    cause = f", device fault: {attempt.get('why')}" if attempt.get("cause") == "device" else ""
+    return f"attempt {attempt.get('attempt')}: exit code {attempt.get('rc')}{where}{cause}"
 
 
 def describe_state(state: Mapping[str, Any]) -> str:

@@ -13,11 +13,22 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
+import subprocess
 
 LEASES_DIR = "/tmp/mlcube-ssh-leases"
 GPU_QUERY = ["--query-gpu=index,uuid,memory.used,memory.total", "--format=csv,noheader,nounits"]
 APPS_QUERY = ["--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"]
+# Asked before and after each attempt of a run that may be retried: a GPU's uncorrected ECC errors since the
+# driver loaded ("[N/A]" on GPUs without ECC), and whether it still answers.
+HEALTH_QUERY = ["--query-gpu=index,uuid,ecc.errors.uncorrected.volatile.total", "--format=csv,noheader,nounits"]
+# What nvidia-smi shows in place of a value (or says) for a GPU that fell off the bus or needs a reset.
+FAULT_TEXTS = ("gpu is lost", "requires reset", "unknown error", "fallen off the bus")
+# A task's own output that names a device fault (CUDA's and the driver's wording). Which GPU is not said.
+DEVICE_SIGNATURES = re.compile(
+    r"uncorrectable ECC error|CUDA_ERROR_ECC_UNCORRECTABLE|cudaErrorECCUncorrectable|GPU is lost|"
+    r"fallen off the bus|GPU requires reset|NVRM: Xid", re.IGNORECASE)
 
 
 def find_nvidia_smi(name):
@@ -166,3 +177,63 @@ def describe(folder, gpus, cpu_slots):
             for number in range(cpu_slots)]
     return {"gpus": gpus, "cpus": cpus}
 
+
+
+def run_quietly(argv, timeout=60):
+    """(rc, out, err) of a short command; a command that cannot start or hangs (nvidia-smi does on a GPU that
+    fell off the bus) is an error, never an exception."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as error:
+        return 1, "", str(error)
+    return done.returncode, done.stdout, done.stderr
+
+
+def gpu_health(run_command, nvidia_smi):
+    """({index: {uuid, ecc, fault}}, error), or (None, None) without nvidia-smi. `ecc` is the count of uncorrected
+    ECC errors (None where not reported), `fault` what nvidia-smi shows instead of a value for a GPU that fell off
+    the bus or needs a reset. A GPU it cannot reach at all is missing from the answer (and `error` says why)."""
+    found = find_nvidia_smi(nvidia_smi)
+    if found is None:
+        return None, None
+    rc, out, err = run_command([found] + HEALTH_QUERY)
+    health = {}
+    for line in out.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) < 2 or _int(fields[0]) is None:
+            continue
+        fault = next((field for field in fields[1:] if any(text in field.lower() for text in FAULT_TEXTS)), None)
+        health[_int(fields[0])] = {"uuid": fields[1], "ecc": _int(fields[2]) if len(fields) > 2 else None,
+                                   "fault": fault}
+    error = None
+    if rc != 0:
+        lines = (err or out).strip().splitlines()
+        error = "nvidia-smi failed (exit code %s)%s" % (rc, ": " + lines[-1] if lines else "")
+    return health, error
+
+
+def faulty_gpus(before, after, error, held):
+    """{index: why} for each GPU in `held` found faulty after an attempt, from the answers of gpu_health before
+    and after it: gone from nvidia-smi (matched by uuid), shown as lost / needing a reset / unknown error, or its
+    uncorrected ECC error count rose. Without nvidia-smi (`after` None) nothing can be told: {}."""
+    if after is None:
+        return {}
+    before = before or {}
+    faulty = {}
+    for index in held:
+        then = before.get(index)
+        uuid = then["uuid"] if then and then["uuid"] and then["uuid"].lower().startswith("gpu-") else ""
+        now = next((entry for entry in after.values() if entry["uuid"] == uuid), None) if uuid else after.get(index)
+        if now is None:
+            faulty[index] = "gone from nvidia-smi" + (" (%s)" % error if error else "")
+        elif now["fault"]:
+            faulty[index] = "nvidia-smi shows %s" % now["fault"]
+        elif then and then["ecc"] is not None and now["ecc"] is not None and now["ecc"] > then["ecc"]:
+            faulty[index] = "uncorrected ECC errors rose from %d to %d" % (then["ecc"], now["ecc"])
+    return faulty
+
+
+def device_signature(text):
+    """The first words of `text` (a failed task's output) that name a device fault, or None."""
+    found = DEVICE_SIGNATURES.search(text)
+    return found.group(0) if found else None

@@ -27,6 +27,13 @@ description:
     first come first served across every user of O(leases_dir). Its supervisor starts at once and waits
     (C(queued) in its run folder). When it is first in line and its slots are free, it takes them and starts
     the command. No controller and no daemon is needed for that.
+  - With O(run_retries), a command that exits non-zero (and was not cancelled) is started again by the same
+    supervisor, up to that many more times; each attempt (exit code, devices, cause) is kept in
+    C(attempts.json). Before and after each attempt the supervisor asks C(nvidia-smi) about the GPUs it holds; a
+    GPU gone from its answer, shown as lost, needing a reset or in unknown error, or whose uncorrected ECC error
+    count rose, is faulty (so are all of them when the task's output names a device fault, such as an
+    uncorrectable ECC error). The next attempt then runs without it, on other GPUs taken through the leases and
+    the queue; any other failure is retried on the same slots.
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
@@ -97,6 +104,10 @@ options:
     description: Without free slots, wait for them on the host instead of failing.
     type: bool
     default: false
+  run_retries:
+    description: How many more times a failed command is started (see above); 0 runs it once.
+    type: int
+    default: 0
   secrets:
     description:
       - Name to value, added to the command's environment, never written to a file or a command line. Every
@@ -175,7 +186,7 @@ queued:
   returned: success
   type: bool
 devices:
-  description: The slots the run holds (C(gpus), a list of indices, or C(cpu), a slot number).
+  description: The slots the run holds (C(gpus), a list of indices, or C(cpu), a slot number) at its start.
   returned: when gpus_needed >= 0
   type: dict
 shared:
@@ -370,8 +381,22 @@ def _environment(run_dir: str, secrets: dict, devices: dict) -> dict:
     return env
 
 
-def _supervise(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict) -> None:
-    """In the detached grandchild: run the command, then record its exit code. Never returns.
+class Retry:
+    """What the supervisor of a run that may be retried needs: how many more attempts, and the module (its
+    parameters and the slots helpers) to take other GPUs with."""
+
+    def __init__(self, module: AnsibleModule, retries: int) -> None:
+        self.module, self.retries, self.api = module, retries, _slots_api()
+
+    def health(self, devices: dict):
+        """nvidia-smi's answer about the GPUs, when the run holds some: (health, error), else (None, None)."""
+        if not devices.get("gpus"):
+            return None, None
+        return self.api.gpu_health(self.api.run_quietly, self.module.params["nvidia_smi"])
+
+
+def _run_once(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict, state: dict) -> int:
+    """One attempt: run the command with the devices, record its process group, wait for its exit code.
 
     With secrets, the command's output goes through pipes and is masked before it reaches the logs."""
     try:
@@ -391,20 +416,156 @@ def _supervise(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dic
             else:
                 child = subprocess.Popen(argv, cwd=chdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          start_new_session=True, env=env)
+            state["child"] = child
+            if state["cancelled"]:  # a TERM that came while it started
+                os.killpg(child.pid, signal.SIGTERM)
             _write(os.path.join(run_dir, "pid"), str(child.pid))
-            # A TERM to the supervisor (e.g. from a cancel) is passed on to the command's process group.
-            signal.signal(signal.SIGTERM, lambda *_: os.killpg(child.pid, signal.SIGTERM))
             rc = child.wait()
+            state["child"] = None
             for pump in pumps:  # the rest of the output (not waiting forever for what the command left behind)
                 pump.join(timeout=10)
-        rc = 128 - rc if rc < 0 else rc
+        return 128 - rc if rc < 0 else rc
     except Exception as error:  # the command could not start: say why where the follower looks
-        with open(os.path.join(run_dir, "stderr.log"), "a") as err:
-            err.write("mlcube-ssh-ansible: cannot start %s: %s\n" % (argv[0], error))
-        rc = 127
+        state["child"] = None
+        state["unstartable"] = True
+        _note(run_dir, "cannot start %s: %s" % (argv[0], error))
+        return 127
+
+
+def _note(run_dir: str, text: str) -> None:
+    """A line of ours in the run's stderr.log, where the follower shows it."""
+    with open(os.path.join(run_dir, "stderr.log"), "a") as err:
+        err.write("mlcube-ssh-ansible: %s\n" % text)
+
+
+def _output_since(run_dir: str, offsets: dict, limit: int = 1 << 20) -> str:
+    """What the attempt wrote (its last `limit` bytes per stream), to look for a device fault in."""
+    text = ""
+    for stream, offset in offsets.items():
+        try:
+            with open(os.path.join(run_dir, stream + ".log"), "rb") as handle:
+                handle.seek(max(offset, os.path.getsize(handle.name) - limit))
+                text += handle.read().decode("utf-8", "replace")
+        except OSError:
+            pass
+    return text
+
+
+def _diagnose(retry: Retry, run_dir: str, devices: dict, before, offsets: dict) -> tuple:
+    """(faulty GPUs {index: why}, cause) of a failed attempt: `device` when nvidia-smi finds a GPU the run held
+    gone, lost or with more uncorrected ECC errors than before, or (all its GPUs) when the task's output names a
+    device fault; else `task`."""
+    held = devices.get("gpus") or []
+    after, error = retry.health(devices)
+    faulty = retry.api.faulty_gpus(before[0], after, error, held) if after is not None else {}
+    if held and not faulty:
+        said = retry.api.device_signature(_output_since(run_dir, offsets))
+        if said:
+            faulty = {index: "the task's output says %r" % said for index in held}
+    return faulty, "device" if faulty else "task"
+
+
+def _take_other_gpus(retry: Retry, run_dir: str, count: int, exclude: list, state: dict):
+    """`count` more GPUs, none of `exclude`, through the leases and the queue (a retry waits in line like a queued
+    run): (indices, lease descriptors), or (None, why) when the host has no other GPU for it or it is cancelled."""
+    module, api = retry.module, retry.api
+    folder = module.params["leases_dir"]
+    name, place = None, None
+    try:
+        while not state["cancelled"]:
+            guard = _guard(api, folder)
+            try:
+                got, leases, why = _try_slots(module, api, me=name, exclude=exclude, count=count)
+            finally:
+                os.close(guard)
+            if got is not None:
+                return got["gpus"], leases
+            if why.startswith("no GPU left"):
+                return None, why
+            if name is None:
+                name = "%s-%s" % (_now(), os.path.basename(run_dir.rstrip("/")))
+                place = api.wait_in_line(folder, name)
+            time.sleep(1.0)
+        return None, "cancelled"
+    finally:
+        if place is not None:
+            try:
+                os.unlink(os.path.join(folder, "waiting", name))
+            except OSError:
+                pass
+            os.close(place)
+
+
+def _supervise(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict, leases: list,
+               retry: Retry | None = None) -> None:
+    """In the detached grandchild: run the command, then record its exit code. Never returns.
+
+    With `retry`, a failed attempt (not cancelled) is recorded in attempts.json and the command runs again, up
+    to `retry.retries` more times: on the same slots, or, when a GPU it held is found faulty (_diagnose), on
+    others (that GPU's lease is let go and it is never taken again by this run)."""
+    state = {"child": None, "cancelled": False, "unstartable": False}
+
+    def on_term(*_) -> None:  # a TERM (e.g. from a cancel) is passed on to the command's process group
+        state["cancelled"] = True
+        child = state["child"]
+        if child is not None:
+            try:
+                os.killpg(child.pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    signal.signal(signal.SIGTERM, on_term)
+    gpus = devices.get("gpus")
+    held = dict(zip(gpus, leases)) if gpus else {}  # GPU index -> its lease
+    attempts, excluded, rc = [], [], 127
+    while True:
+        attempt = {"attempt": len(attempts) + 1, "started": _now(),
+                   "devices": {key: value for key, value in devices.items() if key in ("gpus", "cpu")}}
+        before = retry.health(devices) if retry else (None, None)
+        offsets = {stream: _size(os.path.join(run_dir, stream + ".log")) for stream in ("stdout", "stderr")}
+        rc = _run_once(argv, chdir, run_dir, secrets, devices, state)
+        attempt.update(ended=_now(), rc=rc)
+        if retry is None:
+            break
+        again = rc != 0 and not state["cancelled"] and not state["unstartable"] and len(attempts) < retry.retries
+        if again:  # between attempts the run has no process group: followers look at the supervisor
+            _write(os.path.join(run_dir, "retrying"), _now())
+            os.remove(os.path.join(run_dir, "pid"))
+        faulty, cause = _diagnose(retry, run_dir, devices, before, offsets) \
+            if rc != 0 and not state["cancelled"] else ({}, None)
+        attempt.update(cause=cause, faulty=sorted(faulty), why="; ".join(
+            "gpu %d %s" % (index, why) for index, why in sorted(faulty.items())))
+        attempts.append(attempt)
+        _write(os.path.join(run_dir, "attempts.json"), json.dumps(attempts))
+        if not again:
+            break
+        where = "on other GPUs" if faulty else "on the same slots"
+        _note(run_dir, "attempt %d of %d failed with exit code %d%s; trying again %s" % (
+            len(attempts), retry.retries + 1, rc, " (%s: %s)" % (cause, attempt["why"]) if faulty else "", where))
+        if faulty:
+            for index in faulty:  # let the faulty GPUs go; this run never takes them again
+                os.close(held.pop(index))
+                excluded.append(index)
+            taken, more = _take_other_gpus(retry, run_dir, len(faulty), excluded + sorted(held), state)
+            if taken is None:
+                _note(run_dir, "no retry: %s" % more)
+                break
+            held.update(zip(taken, more))
+            devices["gpus"] = sorted(held)
+            _write(os.path.join(run_dir, "devices"), json.dumps({"gpus": devices["gpus"], "excluded": excluded}))
+        if state["cancelled"]:
+            break
+        os.remove(os.path.join(run_dir, "retrying"))
     _write(os.path.join(run_dir, "ended"), _now())
     _write(os.path.join(run_dir, "rc"), str(rc))
     os._exit(0)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def main() -> None:
@@ -430,10 +591,13 @@ def main() -> None:
             leases_dir=dict(type="path", default="/tmp/mlcube-ssh-leases"),
             docker_gpus=dict(type="bool", default=True),
             queue=dict(type="bool", default=False),
+            run_retries=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
     params = module.params
+    if params["run_retries"] < 0:
+        module.fail_json(msg="run_retries: %d is not a number of retries (0 or more)" % params["run_retries"])
     secrets = {str(name): str(value) for name, value in (params["secrets"] or {}).items()}
     bad = [name for name in secrets if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name)]
     if bad:
@@ -471,7 +635,8 @@ def main() -> None:
                                      % (params["workspace"], error), run_dir=run_dir)
         started = _now()
         _write(os.path.join(run_dir, "argv.json"), json.dumps(argv))
-        for name in ("rc", "pid", "ended", "cancelled", "started", "queued", "supervisor", "devices"):
+        for name in ("rc", "pid", "ended", "cancelled", "started", "queued", "supervisor", "devices", "retries",
+                     "retrying", "attempts.json"):
             if os.path.exists(os.path.join(run_dir, name)):
                 os.remove(os.path.join(run_dir, name))
         _write(os.path.join(run_dir, "queued" if waiting is not None else "started"), started)
@@ -480,9 +645,12 @@ def main() -> None:
                                            "workspace": params["workspace"] or ""}))
         if devices:
             _write(os.path.join(run_dir, "devices"), json.dumps(devices))
+        if params["run_retries"] > 0:
+            _write(os.path.join(run_dir, "retries"), str(params["run_retries"]))
         devices["docker_gpus"] = params["docker_gpus"]
+        retry = Retry(module, params["run_retries"]) if params["run_retries"] > 0 else None
         pid = _start_detached(argv, params["chdir"], run_dir, secrets, devices, leases,
-                              (waiting, module) if waiting is not None else None)
+                              (waiting, module) if waiting is not None else None, retry)
     devices.pop("docker_gpus")
     if waiting is not None:  # its supervisor waits for the slots on the host
         module.exit_json(changed=True, run_dir=run_dir, queued=True, started=started, shared=counts, devices={},
@@ -542,9 +710,10 @@ def _guard(api, folder: str) -> int:
     return guard
 
 
-def _try_slots(module: AnsibleModule, api, me=None):
+def _try_slots(module: AnsibleModule, api, me=None, exclude=(), count=None):
     """Under the guard: (devices, leases, None), or (None, [], why not) when the slots are not free or runs
-    queued earlier (`me`: this waiting run's name) wait for them."""
+    queued earlier (`me`: this waiting run's name) wait for them. A retry asks for `count` GPUs, none of
+    `exclude` (its faulty ones and those it holds); why not starts with `no GPU left` when the host has too few."""
     params = module.params
     folder = params["leases_dir"]
     line = api.waiters(folder)
@@ -552,14 +721,17 @@ def _try_slots(module: AnsibleModule, api, me=None):
     if ahead:
         return None, [], "%d run(s) queued before it wait for slots" % len(ahead)
     gpus, source, error = api.gpus_of_host(module.run_command, params["nvidia_smi"], params["gpus"])
-    needed = params["gpus_needed"]
+    needed = params["gpus_needed"] if count is None else count
     if error and needed > 0:
         return None, [], error
     slots = api.describe(folder, gpus, api.cpu_slots_of_host(params["cpu_slots"]))
     if needed == 0:
         kind, pool = "cpu", slots["cpus"]
     else:
-        kind, pool = "gpu", slots["gpus"]
+        kind, pool = "gpu", [slot for slot in slots["gpus"] if slot["index"] not in exclude]
+    if exclude and len(pool) < needed:
+        return None, [], "no GPU left for the retry on this host: it needs %d other than %s, and there are %d" % (
+            needed, ", ".join("gpu %s" % index for index in exclude), len(pool))
     chosen = [slot["index"] for slot in pool if slot["state"] == "free"][:max(needed, 1)]
     leases = [api.take(api.lease_path(folder, kind, number)) for number in chosen]
     if len(chosen) < max(needed, 1) or None in leases:
@@ -622,7 +794,7 @@ def _wait_for_slots(run_dir: str, waiting, devices: dict) -> list:
 
 
 def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dict, leases: list,
-                    waiting=None):
+                    waiting=None, retry: Retry | None = None):
     """Double-fork a supervisor in a new session; return the command's process group id once known."""
     first = os.fork()
     if first == 0:
@@ -650,7 +822,7 @@ def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict, devices
                 _write(os.path.join(run_dir, "ended"), _now())
                 _write(os.path.join(run_dir, "rc"), "125")
                 os._exit(0)
-        _supervise(argv, chdir, run_dir, secrets, devices)
+        _supervise(argv, chdir, run_dir, secrets, devices, leases, retry)
     for fd in leases + ([waiting[0][0]] if waiting else []):
         os.close(fd)
     os.waitpid(first, 0)

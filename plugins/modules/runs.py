@@ -9,8 +9,9 @@ module: runs
 short_description: List the runs of a cube started by mlcube.ssh.launch, newest first
 description:
   - Reads every run folder below O(runs_dir) (one per run that was launched; a launch that was refused creates
-    none) and returns its state, V(queued), V(running), V(succeeded), V(failed), V(cancelled) or V(died) (gone
-    without an exit code), with its exit code, times and remote workspace.
+    none) and returns its state, V(queued), V(running), V(retrying) (between two attempts of a run started with
+    C(run_retries), or waiting for other GPUs), V(succeeded), V(failed), V(cancelled) or V(died) (gone without
+    an exit code), with its exit code, times and remote workspace, and the attempts of a run that may be retried.
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
@@ -37,8 +38,10 @@ EXAMPLES = r"""
 RETURN = r"""
 runs:
   description:
-    - One entry per run, newest first, with C(run_id), C(state), C(rc), C(started), C(ended), C(workspace) and
-      C(cancelled).
+    - One entry per run, newest first, with C(run_id), C(state), C(rc), C(started), C(ended), C(workspace),
+      C(cancelled), C(retries) (how many more attempts it may make) and C(attempts) (per finished attempt
+      C(attempt), C(started), C(ended), C(rc), C(devices), C(cause) V(task) or V(device), C(faulty) GPU indices
+      and C(why)).
   returned: always
   type: list
   elements: dict
@@ -48,6 +51,7 @@ mlcube_ssh_result:
   type: str
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -94,6 +98,9 @@ def state_of(run_dir: str) -> dict:
         state = "running"
     elif run["cancelled"]:
         state = "cancelled"
+    elif pgid is None and os.path.exists(os.path.join(run_dir, "retrying")) \
+            and _alive_pid(_read(os.path.join(run_dir, "supervisor"))):
+        state = "retrying"
     elif pgid is None and run["queued"] is not None and _alive_pid(_read(os.path.join(run_dir, "supervisor"))):
         state = "queued"
     elif pgid is None and run["started"]:
@@ -102,6 +109,12 @@ def state_of(run_dir: str) -> dict:
         state = "died"
     run["state"] = state
     run["running"] = running
+    retries = _read(os.path.join(run_dir, "retries"))
+    run["retries"] = int(retries) if retries and retries.isdigit() else 0
+    try:
+        run["attempts"] = json.loads(_read(os.path.join(run_dir, "attempts.json")) or "[]")
+    except ValueError:
+        run["attempts"] = []
     return run
 
 

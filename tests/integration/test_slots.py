@@ -28,12 +28,21 @@ pytestmark = pytest.mark.integration
 # 4-GPU box, and `--query-compute-apps=gpu_uuid,pid,used_memory ...` with one foreign process on GPU 2.
 GPUS = "0, GPU-aaaa, 0, 16384\n1, GPU-bbbb, 0, 16384\n2, GPU-cccc, 9000, 16384\n3, GPU-dddd, 3, 16384\n"
 APPS = "GPU-cccc, 4242, 8990\n"
+# `--query-gpu=index,uuid,ecc.errors.uncorrected.volatile.total ...`: uncorrected ECC errors ([N/A]: no ECC).
+ECC = "0, GPU-aaaa, 0\n1, GPU-bbbb, 0\n2, GPU-cccc, [N/A]\n3, GPU-dddd, 0\n"
 STAND_IN = """#!/bin/sh
-# nvidia-smi stand-in for the tests: answers the two queries mlcube-ssh-ansible asks from files.
+# nvidia-smi stand-in for the tests: answers the three queries mlcube-ssh-ansible asks from files. A test
+# changes the next answer (an ECC counter that rises, a GPU that vanishes) with <kind>-next.csv: it replaces
+# <kind>.csv once the current answer is given.
 data="$HOME/.nvidia-smi-stand-in"
+answer() {
+    cat "$data/$1.csv"
+    if [ -f "$data/$1-next.csv" ]; then mv "$data/$1-next.csv" "$data/$1.csv"; fi
+}
 case "${1:-}" in
-    --query-gpu=*) exec cat "$data/gpus.csv" ;;
-    --query-compute-apps=*) exec cat "$data/apps.csv" ;;
+    --query-gpu=*ecc*) answer ecc ;;
+    --query-gpu=*) answer gpus ;;
+    --query-compute-apps=*) answer apps ;;
     *) echo "nvidia-smi stand-in: unsupported arguments: $*" >&2; exit 2 ;;
 esac
 """
@@ -53,6 +62,7 @@ def nvidia_smi(ssh_host: SshHost) -> Iterator[Path]:
         give(folder, ssh_host)
     (home / ".nvidia-smi-stand-in" / "gpus.csv").write_text(GPUS)
     (home / ".nvidia-smi-stand-in" / "apps.csv").write_text(APPS)
+    (home / ".nvidia-smi-stand-in" / "ecc.csv").write_text(ECC)
     script = home / "bin" / "nvidia-smi"
     script.write_text(STAND_IN)
     script.chmod(0o755)
@@ -258,3 +268,112 @@ def test_a_queued_run_waits_on_the_host_and_starts_when_its_gpu_is_free(
                     follow=False, reporter=quiet())
     assert (tmp_path / "second" / "devices.txt").read_text() == "0\n"
     assert not (tmp_path / "third" / "devices.txt").exists()
+
+
+ATTEMPTS_SCRIPT = """set -eu
+# The attempts task of the test cube: counts its attempts in its workspace, records the GPUs each one was given,
+# and fails (exit code 10 + the attempt) as many times as fails_file says.
+bb=/bin/busybox
+shift
+for arg in "$@"; do
+    case "$arg" in
+        --fails_file=*) fails_file="${arg#*=}" ;;
+        --log_dir=*) log_dir="${arg#*=}" ;;
+    esac
+done
+"$bb" mkdir -p "$log_dir"
+count=$(( $("$bb" cat "$log_dir/count" 2>/dev/null || echo 0) + 1 ))
+echo "$count" > "$log_dir/count"
+printf '%s\\n' "${CUDA_VISIBLE_DEVICES-unset}" > "$log_dir/devices-$count.txt"
+if [ "$count" -le "$("$bb" cat "$fails_file")" ]; then
+    echo "attempt $count fails" >&2
+    exit $((10 + count))
+fi
+echo "attempt $count succeeds"
+"""
+
+
+def attempts_cube(tmp_path: Path) -> Path:
+    """The example cube with one task that fails as many times as workspace/fails.txt says, then succeeds."""
+    cube = example_cube(tmp_path)
+    (cube / "build" / "hello.sh").write_text(ATTEMPTS_SCRIPT)
+    config = yaml.safe_load((cube / "mlcube.yaml").read_text())
+    config["docker"]["image"] = "mlcube-ssh-ansible/attempts:0.1"
+    config["tasks"] = {"attempts": {"parameters": {
+        "inputs": {"fails_file": {"type": "file", "default": "fails.txt"}},
+        "outputs": {"log_dir": {"type": "directory", "default": "attempts"}}}}}
+    (cube / "mlcube.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (cube / "workspace" / "fails.txt").write_text("0")
+    return cube
+
+
+def test_failed_runs_are_retried_on_the_host_never_on_a_faulty_gpu(
+        tmp_path: Path, ssh_host: SshHost, nvidia_smi: Path, leases_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three detached runs with --retries-on-failure, retried by their supervisors on the host: (b) fails on GPU 0
+    while its uncorrected ECC count rises (the stand-in's next answer), so its retry runs on another GPU; (a)
+    fails once on its GPU for another reason and succeeds on the same GPU; (c) fails every time and ends failed
+    with its last exit code. Each attempt is listed with its exit code, devices and cause."""
+    cube = attempts_cube(tmp_path)
+    job = Job(str(cube), str(cube / "workspace"), tasks=("attempts",))
+    settings_path = inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_docker_gpus=False,
+                                       mlcube_ssh_leases_dir=str(leases_dir))
+    settings = platform_settings(settings_path)
+    workflow.configure(settings, job, reporter=quiet())
+    data = ssh_host.user.home / ".nvidia-smi-stand-in"
+    (data / "ecc-next.csv").write_text(ECC.replace("0, GPU-aaaa, 0", "0, GPU-aaaa, 2"))
+    give(data / "ecc-next.csv", ssh_host)
+    plan = {"faulty": (1, 1, 2), "flaky": (1, 1, 1), "broken": (-1, 5, 1)}  # GPUs, failures, retries
+    runs = {}
+    try:
+        for name, (gpus, fails, retries) in plan.items():  # in this order: `faulty` asks nvidia-smi first
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "fails.txt").write_text(str(fails))
+            runs[name] = Job(job.cube_root, str(tmp_path / name), tasks=("attempts",), detach=True,
+                             run_id=workflow.new_run_id(), gpus_needed=gpus, run_retries=retries)
+            workflow.run(settings, runs[name], reporter=quiet())
+        deadline = time.monotonic() + 300
+        while True:
+            listed = {run["run_id"]: run for run in workflow.status(settings, job, reporter=quiet())["gpubox"]["runs"]}
+            if all(listed[run.run_id]["state"] in ("succeeded", "failed") for run in runs.values()):
+                break
+            assert time.monotonic() < deadline, f"the runs did not end: {listed}"
+        shown = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "status", f"--mlcube={cube}"],
+                               capture_output=True, text=True, env=user_env(), timeout=300)
+    finally:
+        workflow.cancel(settings, job, reporter=quiet())
+    got = {name: listed[run.run_id] for name, run in runs.items()}
+    for name, run in runs.items():
+        workflow.attach(settings, Job(job.cube_root, str(tmp_path / name)), run_id=run.run_id, follow=False,
+                        reporter=quiet())
+
+    def devices(name: str) -> list[str]:
+        count = int((tmp_path / name / "attempts" / "count").read_text())
+        return [(tmp_path / name / "attempts" / f"devices-{n}.txt").read_text().strip() for n in range(1, count + 1)]
+
+    # (b) A device failure: the retry runs on another GPU (not 0, found faulty; not 2, busy with a foreign process).
+    faulty = got["faulty"]
+    assert (faulty["state"], faulty["rc"]) == ("succeeded", 0)
+    assert [(a["rc"], a["cause"], a["faulty"], a["devices"]) for a in faulty["attempts"]] == [
+        (11, "device", [0], {"gpus": [0]}), (0, None, [], {"gpus": [int(devices("faulty")[1])]})]
+    assert faulty["attempts"][0]["why"] == "gpu 0 uncorrected ECC errors rose from 0 to 2"
+    assert devices("faulty")[0] == "0" and devices("faulty")[1] in ("1", "3")
+    # (a) Another failure: the same GPU again, and it succeeds on its second attempt.
+    flaky = got["flaky"]
+    assert (flaky["state"], flaky["rc"], len(flaky["attempts"])) == ("succeeded", 0, 2)
+    assert [a["cause"] for a in flaky["attempts"]] == ["task", None]
+    assert devices("flaky")[0] == devices("flaky")[1] in ("0", "1", "3")
+    # (c) Retries exhausted: failed, with the last attempt's exit code.
+    broken = got["broken"]
+    assert (broken["state"], broken["rc"], [a["rc"] for a in broken["attempts"]]) == ("failed", 12, [11, 12])
+    assert devices("broken") == ["unset", "unset"]
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert f"gpubox: {runs['broken'].run_id} failed (exit code 12, " in "\n".join(lines)
+    assert any(line.startswith(f"gpubox: {runs['faulty'].run_id} succeeded (exit code 0, ") and
+               line.endswith(f"2 attempts) in {faulty['workspace']}") for line in lines), lines
+    assert "gpubox:   attempt 1: exit code 11 on gpu 0, device fault: gpu 0 uncorrected ECC errors rose from 0 " \
+           "to 2" in lines
+    # The leases were all let go: the faulty GPU too (it is not marked for other runs).
+    found = workflow.slots(settings, job, reporter=quiet())["gpubox"]
+    assert [gpu["state"] for gpu in found["gpus"]] == ["free", "free", "busy", "free"]

@@ -80,6 +80,7 @@ def test_one_host_golden(tmp_path) -> None:
         "mlcube_ssh_detach": False,
         "mlcube_ssh_gpus_needed": -1,
         "mlcube_ssh_queue": False,
+        "mlcube_ssh_run_retries": 0,
     }
     # After the shlex split that Ansible's ssh plugin (and rsync, for synchronize) does, ssh gets the path in
     # double quotes: unquoted, OpenSSH reads `.../known hosts` as the two files `.../known` and `hosts`.
