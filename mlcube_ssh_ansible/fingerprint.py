@@ -26,7 +26,7 @@ import stat
 from pathlib import Path
 from typing import AbstractSet, Iterable
 
-from . import assets
+from . import assets, sweeps
 from .records import write_atomically
 from .render import EXCLUDED_DIRS, Job, remote_name
 from .settings import Settings
@@ -122,12 +122,18 @@ def _inputs(settings: Settings, exclude_from: str) -> hashlib._Hash:
 SKIPPED = EXCLUDED_DIRS  # the records folder (RECORDS_DIR) among them
 
 
+def _sweep_folders(job: Job) -> set[str]:
+    """The cube's sweep folders (each run's results): never uploaded, so no part of an upload's inputs."""
+    return {os.path.join(os.path.abspath(job.cube_root), folder) for folder in sweeps.sweep_folders(job.cube_root)}
+
+
 def digest(settings: Settings, job: Job, exclude_from: str = "") -> str:
     """What a configure depends on: the uploadable tree's metadata (but the workspace), the settings, the
     inventory and git's ignore list."""
     listing: Listing = {}
     # The workspace is left out: remote `mlcube configure` does not read it, and `run` uploads it anyway.
-    _list_tree(listing, "", os.path.abspath(job.cube_root), SKIPPED | {os.path.abspath(job.workspace)})
+    _list_tree(listing, "", os.path.abspath(job.cube_root), SKIPPED | {os.path.abspath(job.workspace)}
+               | _sweep_folders(job))
     return _digest_of(_inputs(settings, exclude_from), listing)
 
 
@@ -136,7 +142,7 @@ def upload_listing(job: Job) -> Listing:
     fleet run fetches into <workspace>/hosts/ (never uploaded)."""
     root, workspace = os.path.abspath(job.cube_root), os.path.abspath(job.workspace)
     listing: Listing = {}
-    _list_tree(listing, "cube:", root, SKIPPED | {os.path.join(root, "workspace"), workspace})
+    _list_tree(listing, "cube:", root, SKIPPED | {os.path.join(root, "workspace"), workspace} | _sweep_folders(job))
     _list_tree(listing, "workspace:", workspace, SKIPPED | {os.path.join(workspace, "hosts")})
     return listing
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .records import RECORDS_DIR, write_atomically
 from .render import EXCLUDED_DIRS, remote_name
+from .sweeps import sweep_folders
 
 MANY_FILES = 10_000
 EXCLUDES_FILE = "upload-excludes"
@@ -36,11 +37,13 @@ def git_ignored(cube_root: str) -> list[str] | None:
 def exclude_file(cube_root: str, workspace_in_cube: bool) -> str:
     """Write git's ignore list as an rsync exclude file in ~/.cache/mlcube-ssh-ansible/; '' if none.
 
-    The workspace is never excluded (it is often git-ignored, yet it holds the task's inputs).
+    The workspace is never excluded (it is often git-ignored, yet it holds the task's inputs). The cube's sweep
+    folders (each run's results, see sweeps.py) always are.
     """
     ignored = git_ignored(cube_root) or []
     keep = ("workspace/",) if workspace_in_cube else ()
     rules = [f"/{path}" for path in ignored if not path.startswith(keep + (RECORDS_DIR + "/",))]
+    rules += [f"/{folder}/" for folder in sweep_folders(cube_root)]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible")
     target = cache / f"{remote_name(cube_root)}.{EXCLUDES_FILE}"
     if not rules:

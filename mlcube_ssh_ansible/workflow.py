@@ -88,7 +88,7 @@ def playbook_invocation(name: str, settings: Settings, job: Job, *, extra: dict[
                         exclude_from: str | None = None, offered: dict[str, str] | None = None) -> Invocation:
     """How a command runs playbook `name` on the settings' hosts: the one place an Invocation is built
     (`doctor` uses it too), so every playbook gets the same inventory, forks, host key and password rules."""
-    if name in ("configure", "run"):
+    if name in ("configure", "run", "sweep"):
         inventory, extravars = rendered(settings, job, exclude_from=exclude_from, pip_wheel=name == "configure")
     else:
         inventory, extravars = render(settings, job)

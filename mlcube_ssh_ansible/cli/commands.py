@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import click
 
-from .. import __version__, doctor, workflow
+from .. import __version__, doctor, sweep_workflow, sweeps, workflow
 from ..errors import Interrupted, SshAnsibleError
 from ..render import Job
 from ..report import Reporter
@@ -152,6 +152,82 @@ def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[
     workflow.run(loaded.settings, job, verbosity=verbosity)
     if detach:
         click.echo(f"started run {job.run_id}; follow it with `{PROG} attach --run {job.run_id}`")
+
+
+# -------------------------------------------------------------------------------------------- sweeps
+
+
+@cli.command(name="sweep")
+@_cube_options
+@click.option("--task", default=None, metavar="NAMES",
+              help="Task(s) every run runs, comma-separated (default: the cube's only task).")
+@_run_options
+@click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2,...",
+              help="A task parameter and its values; several --grid give every combination (repeatable). Not -p/-P: "
+                   "those override settings.")
+@click.option("--runs", "runs_file", default=None, metavar="FILE",
+              help="A file listing runs: a YAML or JSON list of mappings (parameter -> value), or CSV with a header. "
+                   "With --grid, every run of the file gets every combination.")
+@click.option("--need-gpus", "need_gpus", type=int, default=0, show_default=True, metavar="N",
+              help="GPUs each run takes (0: a CPU-only slot), as leases on its host, held until it ends; it gets them "
+                   "as CUDA_VISIBLE_DEVICES.")
+@click.argument("task_args", nargs=-1, metavar="[NAME=VALUE]...")
+@_log_options
+def sweep_command(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+                  task: str | None, grid: tuple[str, ...], runs_file: str | None, need_gpus: int,
+                  task_args: tuple[str, ...], log_level: str | None, verbose: int, **options: str | None) -> None:
+    """Start many runs of the cube at once, one per parameter set, and return: each is placed on a free slot of
+    the fleet or queued on a host, where it starts by itself when its slots are free. NAME=VALUE arguments are
+    given to every run. Results come back to <cube>/sweeps/<sweep id>/<NNN>/; see sweep-status."""
+    verbosity = _verbosity(log_level, verbose)
+    if workspace:
+        raise CommandLineError("sweep: each run gets a workspace of its own (<cube>/sweeps/<sweep id>/<NNN>), with "
+                               "the inputs of the cube's workspace/: drop --workspace")
+    if need_gpus < 0:
+        raise CommandLineError(f"--need-gpus {need_gpus}: give a number of GPUs, 0 for a CPU-only slot")
+    arguments = parse_task_args(task_args)
+    parameters = sweeps.expand(arguments, sweeps.parse_grid(grid),
+                               sweeps.read_runs(runs_file) if runs_file else None)
+    loaded = load(mlcube, platform, None, arguments, parse_params(params))
+    job = loaded.job(select_tasks(task, loaded.tasks), arguments, run_options(options))
+    manifest = sweep_workflow.sweep(loaded.settings, job, parameters, need_gpus=need_gpus, write=click.echo,
+                                    verbosity=verbosity)
+    for run in manifest["runs"]:
+        click.echo(sweeps.describe(run))
+    click.echo(f"sweep {manifest['sweep_id']}: {sweep_summary(manifest)}; manifest "
+               f"{sweeps.manifest_path(job.cube_root, manifest['sweep_id'])}; see it with "
+               f"`{PROG} sweep-status --sweep {manifest['sweep_id']}`")
+
+
+def sweep_summary(manifest: Mapping[str, Any]) -> str:
+    """`6 run(s) on 2 host(s): 4 running, 2 queued`."""
+    counts: dict[str, int] = {}
+    for run in manifest["runs"]:
+        counts[str(run["state"])] = counts.get(str(run["state"]), 0) + 1
+    hosts = {run["host"] for run in manifest["runs"]}
+    states = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
+    return f"{len(manifest['runs'])} run(s) on {len(hosts)} host(s): {states}"
+
+
+@cli.command(name="sweep-status")
+@_cube_options
+@click.option("--sweep", "sweep_id", default=None, metavar="ID", help="The sweep (default: the cube's newest).")
+@click.option("--fetch", is_flag=True,
+              help="Also fetch each ended run's results into its folder; their checksums go into the manifest.")
+@_log_options
+def sweep_status(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+                 sweep_id: str | None, fetch: bool, log_level: str | None, verbose: int) -> None:
+    """The sweep's queue as its hosts say: per run its host, state (queued, running, succeeded, failed, cancelled),
+    devices and exit code. Updates the sweep's manifest."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    job = loaded.job()
+    manifest = sweep_workflow.sweep_status(loaded.settings, job, sweep_id, write=click.echo, verbosity=verbosity)
+    if fetch:
+        sweep_workflow.sweep_fetch(loaded.settings, job, manifest, write=click.echo, verbosity=verbosity)
+    for run in manifest["runs"]:
+        click.echo(sweeps.describe(run))
+    click.echo(f"sweep {manifest['sweep_id']}: {sweep_summary(manifest)}")
 
 
 # ---------------------------------------------------------------------------------------- long runs

@@ -39,9 +39,10 @@ RETURN = r"""
 runs:
   description:
     - One entry per run, newest first, with C(run_id), C(state), C(rc), C(started), C(ended), C(workspace),
-      C(cancelled), C(retries) (how many more attempts it may make) and C(attempts) (per finished attempt
-      C(attempt), C(started), C(ended), C(rc), C(devices), C(cause) V(task) or V(device), C(faulty) GPU indices
-      and C(why)).
+      C(cancelled), C(devices) (the slots it holds or held, C(gpus) or C(cpu), as M(mlcube.ssh.launch)
+      returns them; none for a run that took none or still waits), C(retries) (how many more attempts it
+      may make) and C(attempts) (per finished attempt C(attempt), C(started), C(ended), C(rc), C(devices),
+      C(cause) V(task) or V(device), C(faulty) GPU indices and C(why)).
   returned: always
   type: list
   elements: dict
@@ -90,6 +91,11 @@ def state_of(run_dir: str) -> dict:
         run[name] = _read(os.path.join(run_dir, name))
     rc = _read(os.path.join(run_dir, "rc"))
     run["rc"] = int(rc) if rc not in (None, "") and rc.lstrip("-").isdigit() else None
+    try:
+        devices = json.loads(_read(os.path.join(run_dir, "devices")) or "null")
+    except ValueError:
+        devices = None
+    run["devices"] = devices if isinstance(devices, dict) else None
     pgid = _read(os.path.join(run_dir, "pid"))
     running = pgid is not None and _alive(pgid)
     if run["rc"] is not None:

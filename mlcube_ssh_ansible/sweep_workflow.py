@@ -1,0 +1,200 @@
+"""The sweep commands' workflow: read the fleet's slots, place the runs, start them all in one play, and keep the
+sweep's manifest (sweeps.py) up to date from what the hosts say.
+
+`sweep` runs two plays: `slots` (every host's GPUs and CPU-only slots) and `sweep` (upload the cube once per host,
+then start that host's runs, each detached in a workspace of its own and queued on the host when its slots are
+taken). It returns once the runs are started or queued: the hosts run the queue without the controller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import records, secrets, sweeps
+from .errors import HostFailure, Interrupted
+from .execute import run_playbook
+from .render import Job, check_job, workspace_key
+from .report import Reporter, group_by_reason
+from .settings import Settings
+from .workflow import (
+    _exclude_from,
+    _finish,
+    _preflight,
+    _reporter,
+    _with_retries,
+    interruptible,
+    new_run_id,
+    playbook_invocation,
+    shared_inputs,
+)
+
+LAUNCH_ACTIONS = {"mlcube.ssh.launch", "launch"}
+
+
+class SweepReport(Reporter):
+    """The sweep play's reporter: each run's launch answer (a loop item per run), by run id."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(write=write, show_steps=False)
+        self.launched: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        res = data.get("res") or {}
+        item = res.get("item")
+        if event.get("event") in ("runner_item_on_ok", "runner_item_on_failed") and isinstance(item, dict) \
+                and data.get("task_action") in LAUNCH_ACTIONS and item.get("run_id"):
+            self.launched[str(item["run_id"])] = {**res, "failed": event["event"] == "runner_item_on_failed"}
+        elif event.get("event") == "runner_on_failed" and isinstance(res.get("results"), list):
+            # The loop's own verdict says only that some item failed: name the runs and why.
+            reasons = [f"run {result.get('item', {}).get('run_id')}: {result.get('msg')}"
+                       for result in res["results"] if isinstance(result, dict) and result.get("failed")]
+            event = {**event, "event_data": {**data, "res": {**res, "msg": "; ".join(reasons) or res.get("msg")}}}
+        return super().__call__(event)
+
+
+def _hosts_settings(settings: Settings, hosts: Sequence[str]) -> Settings:
+    """The settings narrowed to some hosts (of an inventory): the plays then touch only those."""
+    return dataclasses.replace(settings, hosts=",".join(hosts)) if settings.inventory else settings
+
+
+def read_slots(settings: Settings, job: Job, write: Callable[[str], None],
+               verbosity: int = 0) -> dict[str, sweeps.HostSlots]:
+    """Every host's slots (the `slots` play). A host that fails is left out, with a line saying why; if every host
+    fails, nothing is placed."""
+    reporter = _reporter(settings, Reporter(write=write, show_steps=False))
+    outcome = run_playbook(playbook_invocation("slots", settings, job, verbosity=verbosity), reporter)
+    failures = reporter.failures()
+    found = {host: sweeps.HostSlots.of(report.slots) for host, report in reporter.hosts.items()
+             if report.slots is not None and host not in failures}
+    if not found:
+        _finish("slots", outcome, reporter)  # raises with every host's reason
+        raise HostFailure("sweep: no host answered the slots play", failures)
+    for phrase in group_by_reason(failures):
+        write(f"left out of the sweep: {phrase}")
+    return found
+
+
+def sweep(settings: Settings, job: Job, parameters: Sequence[Mapping[str, str]], *, need_gpus: int = 0,
+          write: Callable[[str], None] = print, verbosity: int = 0) -> dict[str, Any]:
+    """Start a sweep: one run per parameter set, each with its own run id, local and remote workspace, placed on
+    the fleet's slots (sweeps.place) and started or queued on its host by one play. Returns the manifest.
+
+    Every run's task arguments are checked before any host is touched, and so is the placement (after the
+    read-only slots play)."""
+    offered = secrets.read(settings.secrets)  # a missing one stops here, before any host is touched
+    _preflight(settings)
+    sweep_id = new_run_id()
+    count = len(parameters)
+    runs: list[tuple[Job, Mapping[str, str]]] = []
+    for index, params in enumerate(parameters, start=1):
+        folder = sweeps.run_folder(job.cube_root, sweep_id, index, count)
+        run_job = dataclasses.replace(job, workspace=str(folder), run_id=f"{sweep_id}-{folder.name}",
+                                      task_args=tuple(job.task_args) + tuple(sweeps.task_args(params)),
+                                      detach=True, gpus_needed=need_gpus, queue=True)
+        runs.append((check_job(run_job), params))
+    if not runs:
+        raise sweeps.SweepError("runs", "the sweep has no run", kind="option")
+    plan = sweeps.place([need_gpus] * count, read_slots(settings, job, write, verbosity))
+
+    # Nothing on the hosts changed yet: the run folders, run records and the manifest are written first, so the
+    # sweep's folder is excluded from the upload and every run can be found whatever happens next.
+    entries = []
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for index, ((run_job, params), placed) in enumerate(zip(runs, plan), start=1):
+        Path(run_job.workspace).mkdir(parents=True, exist_ok=True)
+        records.start_record(_hosts_settings(settings, [placed.host]), run_job)
+        entries.append(sweeps.new_run(index, run_job.run_id, params, placed.host, placed.now,
+                                      Path(run_job.workspace), need_gpus))
+        by_host.setdefault(placed.host, []).append(
+            {"run_id": run_job.run_id, "workspace_key": workspace_key(run_job),
+             "task_args": sweeps.task_args(params), "gpus_needed": need_gpus, "now": placed.now})
+    manifest = sweeps.new_manifest(sweep_id, job.cube_root, job.tasks, job.task_args, entries,
+                                   hosts_pattern=settings.hosts if settings.inventory else str(settings.host),
+                                   need_gpus=need_gpus)
+    path = sweeps.write_manifest(manifest)
+    # On each host, the runs with a free slot first (they take it), then those that wait, in order.
+    plans = {host: [{key: value for key, value in run.items() if key != "now"}
+                    for run in sorted(listed, key=lambda run: not run["now"])] for host, listed in by_host.items()}
+    extra = {"mlcube_ssh_sweep_runs": plans,
+             "mlcube_ssh_shared_inputs": shared_inputs(runs[0][0]),
+             "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} sweep {sweep_id}"}
+    hosts = sorted(by_host)
+    play_settings = _hosts_settings(settings, hosts)
+    exclude_from = _exclude_from(job)  # written now: it names this sweep's folder
+    invocation = playbook_invocation("sweep", play_settings, job, extra=extra, verbosity=verbosity,
+                                     exclude_from=exclude_from, offered=offered)
+    reporter = _reporter(settings, SweepReport(write=write))
+    assert isinstance(reporter, SweepReport)
+    with interruptible() as cancel:
+        outcome = _with_retries(invocation, play_settings, reporter, cancel)
+    sweeps.update_from_launch(manifest, reporter.launched)
+    for run in manifest["runs"]:
+        if run["state"] == "planned" and run["host"] in reporter.failures():
+            step, reason = reporter.failures()[run["host"]]
+            run["state"], run["reason"] = "not started", f"{run['host']} failed at {step}: {reason}"
+    sweeps.write_manifest(manifest)
+    if cancel.is_set():
+        raise Interrupted(f"sweep {sweep_id} interrupted; some runs may have started: `sweep-status --sweep "
+                          f"{sweep_id}` shows them (manifest {path})")
+    _finish("sweep", outcome, reporter)
+    return manifest
+
+
+def sweep_status(settings: Settings, job: Job, sweep_id: str | None = None, *,
+                 write: Callable[[str], None] = print, verbosity: int = 0) -> dict[str, Any]:
+    """The sweep's runs as their hosts say (the status play's run list, on the sweep's hosts only): the manifest
+    is updated with each run's state, devices, exit code and times. A host that does not answer keeps its runs'
+    last known state, with a line saying why."""
+    _preflight(settings)
+    manifest = sweeps.load_manifest(job.cube_root, sweep_id)
+    hosts = sorted({str(run["host"]) for run in manifest["runs"]})
+    reporter = _reporter(settings, Reporter(write=write, show_steps=False))
+    status_job = dataclasses.replace(job, run_id="")
+    invocation = playbook_invocation("status", _hosts_settings(settings, hosts), status_job, verbosity=verbosity)
+    run_playbook(invocation, reporter)
+    failures = reporter.failures()
+    listed = {host: report.runs or [] for host, report in reporter.hosts.items()
+              if host not in failures and report.runs is not None}
+    for host in hosts:
+        if host not in listed and host not in failures:
+            listed[host] = []  # reached, but the cube has no run there
+    missing = sweeps.update_from_hosts(manifest, listed)
+    for run in manifest["runs"]:
+        if run["run_id"] in missing and run["state"] not in ("not started",):
+            run["state"] = "not on host"
+    for phrase in group_by_reason(failures):
+        write(f"not reached, last known states shown: {phrase}")
+    sweeps.write_manifest(manifest)
+    return manifest
+
+
+def sweep_fetch(settings: Settings, job: Job, manifest: dict[str, Any], *, write: Callable[[str], None] = print,
+                verbosity: int = 0) -> list[str]:
+    """Bring back each ended run's results not fetched yet into its own folder, and put their checksums in the
+    manifest. One fetch (the attach play's fetch) per run, on its host only. Returns the run ids fetched."""
+    from .workflow import attach
+
+    fetched = []
+    for run in manifest["runs"]:
+        if run.get("state") not in sweeps.ENDED_STATES or run.get("fetched"):
+            continue
+        run_job = dataclasses.replace(job, workspace=str(run["results"]))
+        reporter = Reporter(write=write, show_steps=False)
+        try:
+            attach(_hosts_settings(settings, [run["host"]]), run_job, run_id=run["run_id"], follow=False,
+                   fetch=True, reporter=reporter, verbosity=verbosity)
+        except HostFailure as error:
+            write(f"run {run['run_id']} on {run['host']}: results not fetched: {error}")
+            continue
+        moved = [name for report in reporter.hosts.values() for name in report.fetched]
+        sweeps.update_from_fetch(manifest, run["run_id"], moved or None)
+        run["fetched"] = True
+        fetched.append(run["run_id"])
+    sweeps.write_manifest(manifest)
+    return fetched
