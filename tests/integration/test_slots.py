@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from mlcube_ssh_ansible import workflow
-from mlcube_ssh_ansible.render import Job
+from mlcube_ssh_ansible.render import Job, remote_name
 from mlcube_ssh_ansible.report import Reporter
-from tests.hosts import SshHost, example_cube, mlcube_settings
+from tests.hosts import Sshd, SshHost, example_cube, make_user, mlcube_settings
 
 from .conftest import VENV_BIN, platform_settings, user_env
 
@@ -167,6 +167,9 @@ printf '%s\\n' "${CUDA_VISIBLE_DEVICES-unset}" > "$devices"
 printf '%s got devices %s\\n' "$task" "${CUDA_VISIBLE_DEVICES-unset}"
 "$bb" sleep "$("$bb" cat "$seconds_file")"
 """
+
+
+ENDED = {"succeeded", "failed", "cancelled", "died"}
 
 
 def quiet() -> Reporter:
@@ -335,7 +338,7 @@ def test_failed_runs_are_retried_on_the_host_never_on_a_faulty_gpu(
         deadline = time.monotonic() + 300
         while True:
             listed = {run["run_id"]: run for run in workflow.status(settings, job, reporter=quiet())["gpubox"]["runs"]}
-            if all(listed[run.run_id]["state"] in ("succeeded", "failed") for run in runs.values()):
+            if all(listed[run.run_id]["state"] in ENDED for run in runs.values()):
                 break
             assert time.monotonic() < deadline, f"the runs did not end: {listed}"
         shown = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "status", f"--mlcube={cube}"],
@@ -377,3 +380,105 @@ def test_failed_runs_are_retried_on_the_host_never_on_a_faulty_gpu(
     # The leases were all let go: the faulty GPU too (it is not marked for other runs).
     found = workflow.slots(settings, job, reporter=quiet())["gpubox"]
     assert [gpu["state"] for gpu in found["gpus"]] == ["free", "free", "busy", "free"]
+
+
+GATE_SCRIPT = """set -eu
+# The gate task of the test cube: records when it starts (the host's uptime, 10 ms steps: containers share the
+# kernel's clock), waits for the file `go` in its output folder, records when it ends and the GPUs it had.
+bb=/bin/busybox
+shift
+for arg in "$@"; do
+    case "$arg" in
+        --times_dir=*) times_dir="${arg#*=}" ;;
+    esac
+done
+start=$("$bb" cut -d' ' -f1 /proc/uptime)
+while [ ! -e "$times_dir/go" ]; do "$bb" sleep 0.2; done
+end=$("$bb" cut -d' ' -f1 /proc/uptime)
+printf '%s %s %s\\n' "$start" "$end" "${CUDA_VISIBLE_DEVICES-unset}" > "$times_dir/times.txt"
+"""
+
+
+def gate_cube(dest: Path) -> Path:
+    """The example cube with one task that holds its GPU until the test lets it end (times/go)."""
+    dest.mkdir()
+    cube = example_cube(dest)
+    (cube / "build" / "hello.sh").write_text(GATE_SCRIPT)
+    config = yaml.safe_load((cube / "mlcube.yaml").read_text())
+    config["docker"]["image"] = "mlcube-ssh-ansible/gate:0.1"
+    config["tasks"] = {"gate": {"parameters": {"outputs": {"times_dir": {"type": "directory", "default": "times"}}}}}
+    (cube / "mlcube.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return cube
+
+
+def test_two_users_of_a_host_queue_for_its_one_gpu_and_never_share_it(
+        tmp_path: Path, sshd: Sshd, ssh_keys: Path, ssh_host: SshHost, leases_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two Linux users of one host each submit a run needing its single GPU at the same moment (run --need-gpus 1
+    --queue, two commands at once). The leases folder is created by whichever comes first; the other user's run
+    is queued, takes the lease file the first user created when the first run ends, and runs on GPU 0 then: the
+    tasks' own times never overlap."""
+    users = {"first": ssh_host, "second": sshd.host(ssh_host.address, make_user("mlcube-peer", ssh_keys))}
+    setups: dict[str, tuple[Path, Path, Job]] = {}
+    for name, host in users.items():
+        cube = gate_cube(tmp_path / name)
+        settings_path = inventory_settings(tmp_path, host, monkeypatch, mlcube_ssh_gpus=[0],
+                                           mlcube_ssh_docker_gpus=False, mlcube_ssh_leases_dir=str(leases_dir))
+        job = Job(str(cube), str(cube / "workspace"), tasks=("gate",))
+        workflow.configure(platform_settings(settings_path), job, reporter=quiet())
+        setups[name] = (cube, settings_path, job)
+    assert not leases_dir.exists()  # the first launch creates it, as on a host where nobody ran yet
+    commands = {name: subprocess.Popen(
+        [str(VENV_BIN / "mlcube-ssh-ansible"), "run", f"--mlcube={cube}", "--need-gpus", "1", "--queue", "--detach"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        env={**user_env(), "MLCUBE_SYSTEM_SETTINGS": str(settings_path)})
+        for name, (cube, settings_path, _job) in setups.items()}
+    run_ids = {}
+    for name, command in commands.items():
+        out, err = command.communicate(timeout=600)
+        assert command.returncode == 0, err
+        run_ids[name] = out.split("started run ", 1)[1].split(";")[0]
+
+    def states() -> dict[str, str]:
+        found = {}
+        for name, (_cube, settings_path, job) in setups.items():
+            runs = workflow.status(platform_settings(settings_path), job, reporter=quiet())["gpubox"]["runs"]
+            found[name] = next(run["state"] for run in runs if run["run_id"] == run_ids[name])
+        return found
+
+    gates = {name: Path(host.user.home, "mlcube", remote_name(str(setups[name][0])), "workspace", "times")
+             for name, host in users.items()}
+    try:
+        deadline = time.monotonic() + 120
+        while sorted((seen := states()).values()) != ["queued", "running"]:
+            assert time.monotonic() < deadline, f"not one running and one queued: {seen}"
+        # The lease file is the running user's; the waiting user may not even write it (fs.protected_regular,
+        # the default of most distributions, refuses opening another user's file in a sticky folder for writing,
+        # and a file may be left 0644): a lock needs no write access.
+        first = next(name for name, state in seen.items() if state == "running")
+        lease = leases_dir / "gpu-0.lease"
+        assert lease.stat().st_uid == users[first].user.home.stat().st_uid
+        lease.chmod(0o444)
+        for name, gate in gates.items():  # let both end: the queued one as soon as it starts
+            gate.mkdir(parents=True, exist_ok=True)
+            (gate / "go").touch()
+            for path in (gate, gate / "go"):
+                give(path, users[name])
+        deadline = time.monotonic() + 300
+        while not set((seen := states()).values()) <= ENDED:
+            assert time.monotonic() < deadline, f"the runs did not end: {seen}"
+        assert seen == {"first": "succeeded", "second": "succeeded"}
+    finally:
+        for name, (_cube, settings_path, job) in setups.items():
+            workflow.cancel(platform_settings(settings_path), job, reporter=quiet())
+    times = {}
+    for name, (cube, settings_path, job) in setups.items():
+        workflow.attach(platform_settings(settings_path), job, run_id=run_ids[name], follow=False, reporter=quiet())
+        start, end, devices = (cube / "workspace" / "times" / "times.txt").read_text().split()
+        times[name] = (float(start), float(end), devices)
+    second = next(name for name in users if name != first)
+    assert times[first][2] == times[second][2] == "0"  # both on the one GPU
+    # One after the other, never both at once; the second user's run took the first user's lease file.
+    assert times[first][0] <= times[first][1] <= times[second][0] <= times[second][1], times
+    assert lease.stat().st_uid == users[first].user.home.stat().st_uid
+    assert leases_dir.stat().st_mode & 0o7777 == 0o1777
