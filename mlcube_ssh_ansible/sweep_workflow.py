@@ -170,6 +170,8 @@ def sweep_status(settings: Settings, job: Job, sweep_id: str | None = None, *,
             run["state"] = "not on host"
     for phrase in group_by_reason(failures):
         write(f"not reached, last known states shown: {phrase}")
+    # The hosts of this look that did not answer, and why (sweep-attach re-places an unreachable host's queue).
+    manifest["not_reached"] = {host: reason for host, (_step, reason) in sorted(failures.items())}
     sweeps.write_manifest(manifest)
     return manifest
 

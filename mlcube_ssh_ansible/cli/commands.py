@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import click
 
-from .. import __version__, doctor, sweep_workflow, sweeps, workflow
+from .. import __version__, doctor, sweep_attach, sweep_workflow, sweeps, workflow
 from ..errors import Interrupted, SshAnsibleError
 from ..render import Job
 from ..report import Reporter
@@ -207,6 +207,33 @@ def sweep_summary(manifest: Mapping[str, Any]) -> str:
     hosts = {run["host"] for run in manifest["runs"]}
     states = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
     return f"{len(manifest['runs'])} run(s) on {len(hosts)} host(s): {states}"
+
+
+@cli.command(name="sweep-attach")
+@_cube_options
+@click.option("--sweep", "sweep_id", default=None, metavar="ID", help="The sweep (default: the cube's newest).")
+@click.option("--replace-after", "replace_after", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS",
+              help="Re-place the runs still waiting on a host that has been unreachable this long onto the other "
+                   "hosts (their copies there are cancelled when it answers again).")
+@click.option("--poll", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
+              help="Seconds between two looks at the sweep's hosts.")
+@_log_options
+def sweep_attach_command(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+                         sweep_id: str | None, replace_after: float, poll: float, log_level: str | None,
+                         verbose: int) -> None:
+    """Follow the sweep to its end: a line per run whose state changes, each run's results fetched into its own
+    folder as soon as it ends (exit code and output checksums in the manifest), and the waiting runs of a host
+    that dropped re-placed on the others. Fails when some run did not succeed."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    manifest = sweep_attach.sweep_attach(loaded.settings, loaded.job(), sweep_id, replace_after=replace_after,
+                                         poll=poll, write=click.echo, verbosity=verbosity)
+    click.echo(f"sweep {manifest['sweep_id']}: {sweep_summary(manifest)}")
+    unsuccessful = [run for run in manifest["runs"] if run.get("state") != "succeeded"]
+    if unsuccessful:
+        raise SshAnsibleError(f"sweep {manifest['sweep_id']}: {len(unsuccessful)} run(s) did not succeed: "
+                                + ", ".join(f"{run['run_id']} {run.get('state')}" for run in unsuccessful))
 
 
 @cli.command(name="sweep-status")
