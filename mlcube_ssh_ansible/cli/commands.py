@@ -354,7 +354,9 @@ def describe_slots(found: Mapping[str, Any]) -> list[str]:
         memory = (f" ({gpu['memory_used_mib']}/{gpu['memory_total_mib']} MiB)"
                   if gpu.get("memory_total_mib") is not None else "")
         pids = f", pids {' '.join(str(pid) for pid in gpu['processes'])}" if gpu.get("processes") else ""
-        lines.append(f"gpu {gpu.get('index')} {gpu.get('state')}{memory}{pids}")
+        note = gpu.get("faulty") or {}
+        fault = f", found faulty by run {note.get('run')} at {note.get('at')}: {note.get('why')}" if note else ""
+        lines.append(f"gpu {gpu.get('index')} {gpu.get('state')}{memory}{pids}{fault}")
     if not found.get("gpus"):
         lines.append("no GPU" + (" (no nvidia-smi)" if found.get("source") == "none" else ""))
     cpus = found.get("cpus") or []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -163,10 +164,50 @@ def wait_in_line(folder, name):
     return fd
 
 
+def record_faulty(folder, index, uuid, why, run, when):
+    """Note in the leases folder that a run found GPU `index` faulty (`slots` shows it; runs do not avoid it:
+    what to do with the GPU is the operator's call). One file per user and run: in the sticky folder nobody
+    may replace another user's file. Best effort: a note that cannot be written is no reason to fail the run."""
+    try:
+        faulty = os.path.join(folder, "faulty")
+        ensure_dir(faulty)
+        path = os.path.join(faulty, "gpu-%d-%d-%s.json" % (index, os.getuid(), run))
+        with open(path + ".tmp", "w") as handle:
+            json.dump({"gpu": index, "uuid": uuid, "why": why, "run": run, "uid": os.getuid(), "at": when}, handle)
+        os.chmod(path + ".tmp", 0o644)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+
+
+def faulty_notes(folder):
+    """GPU index -> the newest note of a run that found it faulty (record_faulty)."""
+    notes = {}
+    try:
+        names = os.listdir(os.path.join(folder, "faulty"))
+    except OSError:
+        return notes
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, "faulty", name)) as handle:
+                note = json.load(handle)
+            index = int(note["gpu"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if index not in notes or str(note.get("at")) > str(notes[index].get("at")):
+            notes[index] = note
+    return notes
+
+
 def describe(folder, gpus, cpu_slots):
     """Every slot with its state: a GPU is `leased` (a run of ours holds it), `busy` (a process we did not
-    start uses it: skipped) or `free`; CPU-only slots are `leased` or `free`."""
+    start uses it: skipped) or `free`, and `faulty` is the newest note of a run that found it faulty (or None);
+    CPU-only slots are `leased` or `free`."""
+    notes = faulty_notes(folder)
     for gpu in gpus:
+        gpu["faulty"] = notes.get(gpu["index"])
         if held(lease_path(folder, "gpu", gpu["index"])):
             gpu["state"] = "leased"
         elif gpu["processes"]:

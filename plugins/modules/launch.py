@@ -542,6 +542,10 @@ def _supervise(argv: list, chdir: str, run_dir: str, secrets: dict, devices: dic
         where = "on other GPUs" if faulty else "on the same slots"
         _note(run_dir, "attempt %d of %d failed with exit code %d%s; trying again %s" % (
             len(attempts), retry.retries + 1, rc, " (%s: %s)" % (cause, attempt["why"]) if faulty else "", where))
+        for index, why in sorted(faulty.items()):  # for `slots`, also when the run is not tried again
+            uuid = ((before[0] or {}).get(index) or {}).get("uuid") or ""
+            retry.api.record_faulty(retry.module.params["leases_dir"], index, uuid, why,
+                                    os.path.basename(run_dir.rstrip("/")), attempt["ended"])
         if faulty:
             for index in faulty:  # let the faulty GPUs go; this run never takes them again
                 os.close(held.pop(index))

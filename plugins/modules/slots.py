@@ -51,7 +51,9 @@ EXAMPLES = r"""
 RETURN = r"""
 gpus:
   description:
-    - Per GPU C(index), C(uuid), C(memory_used_mib), C(memory_total_mib), C(processes) (pids) and C(state).
+    - Per GPU C(index), C(uuid), C(memory_used_mib), C(memory_total_mib), C(processes) (pids), C(state) and
+      C(faulty), the newest note of a run that found the GPU faulty after a failed attempt (C(why), C(run),
+      C(uid), C(at)), or null. Runs do not avoid such a GPU; the notes are files in O(leases_dir)C(/faulty).
   returned: always
   type: list
   elements: dict

@@ -377,9 +377,12 @@ def test_failed_runs_are_retried_on_the_host_never_on_a_faulty_gpu(
                line.endswith(f"2 attempts) in {faulty['workspace']}") for line in lines), lines
     assert "gpubox:   attempt 1: exit code 11 on gpu 0, device fault: gpu 0 uncorrected ECC errors rose from 0 " \
            "to 2" in lines
-    # The leases were all let go: the faulty GPU too (it is not marked for other runs).
+    # The leases were all let go: the faulty GPU too (other runs may take it), and `slots` shows what was found.
     found = workflow.slots(settings, job, reporter=quiet())["gpubox"]
     assert [gpu["state"] for gpu in found["gpus"]] == ["free", "free", "busy", "free"]
+    assert [bool(gpu["faulty"]) for gpu in found["gpus"]] == [True, False, False, False]
+    assert (found["gpus"][0]["faulty"]["run"], found["gpus"][0]["faulty"]["why"]) == (
+        runs["faulty"].run_id, "uncorrected ECC errors rose from 0 to 2")
 
 
 GATE_SCRIPT = """set -eu
