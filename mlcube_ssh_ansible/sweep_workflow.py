@@ -22,10 +22,12 @@ from .render import Job, check_job, workspace_key
 from .report import Reporter, group_by_reason
 from .settings import Settings
 from .workflow import (
+    CancelReport,
     _exclude_from,
     _finish,
     _preflight,
     _reporter,
+    _stop_lines,
     _with_retries,
     interruptible,
     new_run_id,
@@ -125,6 +127,8 @@ def sweep(settings: Settings, job: Job, parameters: Sequence[Mapping[str, str]],
              "mlcube_ssh_shared_inputs": shared_inputs(runs[0][0]),
              "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} sweep {sweep_id}"}
     hosts = sorted(by_host)
+    write(f"sweep {sweep_id}: starting {count} run(s) on {len(hosts)} host(s) ("
+          f"{sum(1 for placed in plan if placed.now)} on free slots, the rest queued there); manifest {path}")
     play_settings = _hosts_settings(settings, hosts)
     exclude_from = _exclude_from(job)  # written now: it names this sweep's folder
     invocation = playbook_invocation("sweep", play_settings, job, extra=extra, verbosity=verbosity,
@@ -200,3 +204,27 @@ def sweep_fetch(settings: Settings, job: Job, manifest: dict[str, Any], *, write
         fetched.append(run["run_id"])
     sweeps.write_manifest(manifest)
     return fetched
+
+
+def sweep_cancel(settings: Settings, job: Job, sweep_id: str | None = None, *,
+                 write: Callable[[str], None] = print, verbosity: int = 0) -> tuple[list[str], dict[str, Any]]:
+    """Stop every run of a sweep that is going on or queued, on the sweep's hosts only (the cancel play with the
+    sweep's run ids: queued runs leave the line first, so none of them takes a slot the others free), then read
+    the states back into the manifest. Returns one line per host and stopped run, and the manifest."""
+    _preflight(settings)
+    manifest = sweeps.load_manifest(job.cube_root, sweep_id)
+    # Also the hosts a run was moved away from (sweep-attach): a copy left there is stopped too.
+    hosts = sorted({str(run["host"]) for run in manifest["runs"]}
+                   | {str(host) for run in manifest["runs"] for host in run.get("moved_from") or []})
+    cancel_job = dataclasses.replace(job, run_id="")
+    stopped = CancelReport(write=write)
+    _reporter(settings, stopped)
+    invocation = playbook_invocation("cancel", _hosts_settings(settings, hosts), cancel_job, verbosity=verbosity,
+                                     extra={"mlcube_ssh_run_ids": [run["run_id"] for run in manifest["runs"]]})
+    outcome = run_playbook(invocation, stopped)
+    lines = [line.replace("no run of this cube is running", "no run of this sweep is going on")
+             for line in _stop_lines(cancel_job, list(stopped.hosts), stopped)]
+    for line in lines:
+        write(line)
+    _finish("cancel", outcome, stopped)
+    return lines, sweep_status(settings, job, manifest["sweep_id"], write=write, verbosity=verbosity)

@@ -303,7 +303,7 @@ def update_from_launch(manifest: dict[str, Any], launched: Mapping[str, Mapping[
         if answer.get("failed"):
             run["state"], run["reason"] = "not started", str(answer.get("msg") or "failed")
             continue
-        run["attempts"] = max(int(run.get("attempts") or 0), 1)
+        run["attempts"] = 0 if answer.get("queued") else 1
         run["state"] = "queued" if answer.get("queued") else "running"
         run["devices"] = answer.get("devices") or None
         run["started"] = None if answer.get("queued") else answer.get("started")
@@ -326,8 +326,12 @@ def update_from_hosts(manifest: dict[str, Any], listed: Mapping[str, Sequence[Ma
             run["devices"] = found["devices"]
         run["started"] = found.get("started") or run.get("started")
         run["ended"] = found.get("ended") or found.get("cancelled") or run.get("ended")
-        if run["state"] != "planned":
-            run["attempts"] = max(int(run.get("attempts") or 0), 1)
+        # Attempts started: those that ended (the host's attempts.json, with retries), and the one going on.
+        finished = [attempt for attempt in found.get("attempts") or [] if isinstance(attempt, dict)]
+        going = 1 if run["state"] in ("running", "starting") else 0
+        run["attempts"] = max(len(finished) + going, 1 if found.get("started") else 0)  # 0: never left the line
+        if finished:
+            run["attempt_details"] = finished
     return missing
 
 

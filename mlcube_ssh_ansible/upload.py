@@ -56,8 +56,10 @@ def exclude_file(cube_root: str, workspace_in_cube: bool) -> str:
 def count_files(cube_root: str, limit: int = MANY_FILES + 1) -> int:
     """Files an upload would consider (the default excludes' folders left out), counting up to `limit`."""
     count = 0
-    for _, dirnames, filenames in os.walk(cube_root):
-        dirnames[:] = [name for name in dirnames if name not in EXCLUDED_DIRS]
+    sweeps = {os.path.join(cube_root, folder) for folder in sweep_folders(cube_root)}  # results, never uploaded
+    for folder, dirnames, filenames in os.walk(cube_root):
+        dirnames[:] = [name for name in dirnames
+                       if name not in EXCLUDED_DIRS and os.path.join(folder, name) not in sweeps]
         count += len(filenames)
         if count >= limit:
             break

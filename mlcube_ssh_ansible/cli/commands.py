@@ -171,10 +171,13 @@ def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[
 @click.option("--need-gpus", "need_gpus", type=int, default=0, show_default=True, metavar="N",
               help="GPUs each run takes (0: a CPU-only slot), as leases on its host, held until it ends; it gets them "
                    "as CUDA_VISIBLE_DEVICES.")
+@click.option("--retries-on-failure", "run_retries", type=int, default=0, metavar="K",
+              help="As for run: each run's supervisor starts a failed task again up to K times, on its host, never "
+                   "on a GPU found faulty.")
 @click.argument("task_args", nargs=-1, metavar="[NAME=VALUE]...")
 @_log_options
 def sweep_command(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
-                  task: str | None, grid: tuple[str, ...], runs_file: str | None, need_gpus: int,
+                  task: str | None, grid: tuple[str, ...], runs_file: str | None, need_gpus: int, run_retries: int,
                   task_args: tuple[str, ...], log_level: str | None, verbose: int, **options: str | None) -> None:
     """Start many runs of the cube at once, one per parameter set, and return: each is placed on a free slot of
     the fleet or queued on a host, where it starts by itself when its slots are free. NAME=VALUE arguments are
@@ -185,11 +188,14 @@ def sweep_command(mlcube: str | None, platform: str, workspace: str | None, para
                                "the inputs of the cube's workspace/: drop --workspace")
     if need_gpus < 0:
         raise CommandLineError(f"--need-gpus {need_gpus}: give a number of GPUs, 0 for a CPU-only slot")
+    if run_retries < 0:
+        raise CommandLineError(f"--retries-on-failure {run_retries}: give a number of retries, 0 or more")
     arguments = parse_task_args(task_args)
     parameters = sweeps.expand(arguments, sweeps.parse_grid(grid),
                                sweeps.read_runs(runs_file) if runs_file else None)
     loaded = load(mlcube, platform, None, arguments, parse_params(params))
-    job = loaded.job(select_tasks(task, loaded.tasks), arguments, run_options(options))
+    job = dataclasses.replace(loaded.job(select_tasks(task, loaded.tasks), arguments, run_options(options)),
+                              run_retries=run_retries)
     manifest = sweep_workflow.sweep(loaded.settings, job, parameters, need_gpus=need_gpus, write=click.echo,
                                     verbosity=verbosity)
     for run in manifest["runs"]:
@@ -254,6 +260,21 @@ def sweep_status(mlcube: str | None, platform: str, workspace: str | None, param
         sweep_workflow.sweep_fetch(loaded.settings, job, manifest, write=click.echo, verbosity=verbosity)
     for run in manifest["runs"]:
         click.echo(sweeps.describe(run))
+    click.echo(f"sweep {manifest['sweep_id']}: {sweep_summary(manifest)}")
+
+
+@cli.command(name="sweep-cancel")
+@_cube_options
+@click.option("--sweep", "sweep_id", default=None, metavar="ID", help="The sweep (default: the cube's newest).")
+@_log_options
+def sweep_cancel(mlcube: str | None, platform: str, workspace: str | None, params: tuple[str, ...],
+                 sweep_id: str | None, log_level: str | None, verbose: int) -> None:
+    """Stop every run of the sweep that is going on or queued (and the containers each started), on the sweep's
+    hosts; says per host and run what happened, then the sweep's states."""
+    verbosity = _verbosity(log_level, verbose)
+    loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    _, manifest = sweep_workflow.sweep_cancel(loaded.settings, loaded.job(), sweep_id, write=click.echo,
+                                              verbosity=verbosity)
     click.echo(f"sweep {manifest['sweep_id']}: {sweep_summary(manifest)}")
 
 

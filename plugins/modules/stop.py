@@ -26,6 +26,11 @@ options:
   runs_dir:
     description: The folder of all the cube's run folders; every run still going on is stopped.
     type: path
+  run_ids:
+    description: With O(runs_dir), only the runs of these ids (e.g. a sweep's); ids with no folder on this host
+      are left out.
+    type: list
+    elements: str
   grace:
     description: Seconds between SIGTERM and SIGKILL.
     type: float
@@ -155,8 +160,10 @@ def _look(module: AnsibleModule, run_dir: str) -> dict:
 
 
 def _stop(module: AnsibleModule, runs: list) -> None:
-    """TERM every run's process group and kill its containers, then KILL what outlives the grace period."""
-    for run in runs:
+    """TERM every run's process group and kill its containers, then KILL what outlives the grace period.
+
+    Queued runs first: a run stopped first would free slots that a queued run of the same cancel could take."""
+    for run in sorted(runs, key=lambda run: run["pgid"] is not None):
         run["stopped"] = bool(run.get("running"))
         with open(os.path.join(run["dir"], "cancelled"), "w") as handle:
             handle.write(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"))
@@ -185,6 +192,7 @@ def main() -> None:
         argument_spec=dict(
             run_dir=dict(type="path"),
             runs_dir=dict(type="path"),
+            run_ids=dict(type="list", elements="str"),
             grace=dict(type="float", default=10.0),
             docker=dict(type="str", default=""),
             mounts_below=dict(type="path"),
@@ -202,6 +210,8 @@ def main() -> None:
                            if os.path.isdir(os.path.join(params["runs_dir"], name))), reverse=True)
         except FileNotFoundError:
             dirs = []
+        if params["run_ids"] is not None:
+            dirs = [path for path in dirs if os.path.basename(path) in set(params["run_ids"])]
     looked = []
     for run_dir in dirs:
         run = _look(module, run_dir)

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -16,6 +17,7 @@ import yaml
 from mlcube_ssh_ansible import sweep_workflow, sweeps, workflow
 from mlcube_ssh_ansible.render import Job, remote_name
 from mlcube_ssh_ansible.report import Reporter
+from mlcube_ssh_ansible.settings import Settings
 from tests.hosts import SshHost, example_cube, mlcube_settings
 
 from .conftest import VENV_BIN, platform_settings, user_env
@@ -92,16 +94,24 @@ def seconds(stamp: str) -> float:
     return datetime.datetime.fromisoformat(stamp).timestamp()
 
 
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory: pytest.TempPathFactory, fleet: list[SshHost]) -> Iterator[tuple[Path, Settings, Job]]:
+    """The record cube configured on the two GPU hosts, for every test of this module."""
+    tmp_path = tmp_path_factory.mktemp("sweeps")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cube = record_cube(tmp_path)
+        settings = platform_settings(two_gpu_hosts(tmp_path, fleet, monkeypatch))
+        job = Job(str(cube), str(cube / "workspace"), tasks=("record",))
+        workflow.configure(settings, job, reporter=Reporter(write=lambda _: None))
+        yield cube, settings, job
+
+
 def test_a_grid_sweep_fills_the_free_gpus_queues_the_rest_and_records_every_run(
-        tmp_path: Path, fleet: list[SshHost], monkeypatch: pytest.MonkeyPatch) -> None:
+        configured: tuple[Path, Settings, Job], fleet: list[SshHost]) -> None:
     """2 x 3 runs needing one GPU each on two hosts with two GPUs each: four start at once, two are queued on the
     hosts and start there by themselves when a GPU is free; no two runs hold one GPU at once; every run ran with
     its own parameters and GPU, and the manifest lists each with its host, devices and exit code."""
-    cube = record_cube(tmp_path)
-    settings_file = two_gpu_hosts(tmp_path, fleet, monkeypatch)
-    settings = platform_settings(settings_file)
-    job = Job(str(cube), str(cube / "workspace"), tasks=("record",))
-    workflow.configure(settings, job, reporter=Reporter(write=lambda _: None))
+    cube, settings, job = configured
 
     # A bad value fails at once, naming the parameter, before any host is touched (no sweep folder either).
     bad = cli("sweep", f"--mlcube={cube}", "--need-gpus", "1", "--grid", "lr=0.1,a b")
@@ -164,3 +174,35 @@ def test_a_grid_sweep_fills_the_free_gpus_queues_the_rest_and_records_every_run(
     # The sweep's folders are never uploaded: the remote cube has no sweeps/ content.
     remote_cube = Path(fleet[0].user.home, "mlcube", remote_name(str(cube)))
     assert (remote_cube / "mlcube.yaml").is_file() and not list(remote_cube.glob("sweeps/*/*"))
+
+
+def test_a_sweep_from_a_file_of_runs_is_cancelled_queued_runs_first(
+        configured: tuple[Path, Settings, Job], fleet: list[SshHost]) -> None:
+    """A CSV file of five runs that sleep long (an input path per run): four take the GPUs, one is queued;
+    sweep-cancel stops all five, the queued one without ever starting (no GPU, no record), and every GPU is free
+    again."""
+    cube, settings, job = configured
+    (cube / "workspace" / "long.txt").write_text("600")
+    runs_file = cube.parent / "runs.csv"
+    runs_file.write_text("seconds_file,lr\n" + "".join(f"long.txt,lr/{number}\n" for number in range(5)))
+    started = cli("sweep", f"--mlcube={cube}", "--need-gpus", "1", "--runs", str(runs_file))
+    assert started.returncode == 0, started.stdout + started.stderr
+    sweep_id = started.stdout.split("sweep ", 1)[1].split(":", 1)[0]
+    manifest = sweeps.load_manifest(str(cube), sweep_id)
+    assert [run["parameters"] for run in manifest["runs"]] == [{"seconds_file": "long.txt", "lr": f"lr/{number}"}
+                                                               for number in range(5)]
+    assert sorted(run["state"] for run in manifest["runs"]) == ["queued"] + ["running"] * 4
+
+    stopped = cli("sweep-cancel", f"--mlcube={cube}", "--sweep", sweep_id)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    lines = stopped.stdout.splitlines()
+    for run in manifest["runs"]:  # the queued one's supervisor left the line: stopped, with no container
+        said = [line for line in lines if line.startswith(f"{run['host']}: run {run['run_id']} ")]
+        assert said == [f"{run['host']}: run {run['run_id']} stopped"] if run["state"] == "queued" else \
+            len(said) == 1 and said[0].split(" ", 3)[3].startswith("stopped"), lines
+    assert f"sweep {sweep_id}: 5 run(s) on 2 host(s): 5 cancelled" in stopped.stdout
+    manifest = sweeps.load_manifest(str(cube), sweep_id)
+    queued = [run for run in manifest["runs"] if run["placed"] == "queued"]
+    assert len(queued) == 1 and queued[0]["devices"] is None and queued[0]["attempts"] == 0
+    found = sweep_workflow.read_slots(settings, job, lambda _: None)
+    assert {host: slots.free_gpus for host, slots in found.items()} == {"gpu1": 2, "gpu2": 2}

@@ -128,13 +128,20 @@ def test_the_manifest_follows_launches_hosts_and_fetches(tmp_path: Path) -> None
     sweeps.update_from_launch(manifest, {"s1-001": {"queued": False, "devices": {"gpus": [1]}, "started": "t1"},
                                          "s1-002": {"queued": True, "devices": {}}})
     assert [(run["state"], run["devices"], run["attempts"]) for run in manifest["runs"]] == [
-        ("running", {"gpus": [1]}, 1), ("queued", None, 1)]
+        ("running", {"gpus": [1]}, 1), ("queued", None, 0)]
     missing = sweeps.update_from_hosts(manifest, {"h1": [
         {"run_id": "s1-001", "state": "succeeded", "rc": 0, "devices": {"gpus": [1]}, "started": "t1", "ended": "t2"},
         {"run_id": "other", "state": "running"}]})
     assert missing == ["s1-002"]
     assert {key: manifest["runs"][0][key] for key in ("state", "exit_code", "started", "ended")} == {
         "state": "succeeded", "exit_code": 0, "started": "t1", "ended": "t2"}
+    # With retries (run --retries-on-failure), the host lists the attempts that ended; one more is going on.
+    sweeps.update_from_hosts(manifest, {"h1": [
+        {"run_id": "s1-002", "state": "running", "rc": None, "devices": {"gpus": [0]}, "started": "t3",
+         "attempts": [{"attempt": 1, "rc": 3, "cause": "device", "faulty": [1]}]}]})
+    assert {key: manifest["runs"][1][key] for key in ("state", "attempts", "devices", "attempt_details")} == {
+        "state": "running", "attempts": 2, "devices": {"gpus": [0]},
+        "attempt_details": [{"attempt": 1, "rc": 3, "cause": "device", "faulty": [1]}]}
     folder = Path(manifest["runs"][0]["results"])
     (folder / ".mlcube-ssh-ansible").mkdir(parents=True)
     (folder / ".mlcube-ssh-ansible" / "record.json").write_text("{}")
@@ -151,6 +158,8 @@ def test_sweep_folders_are_never_uploaded(tmp_path: Path) -> None:
     manifest = manifest_of(tmp_path)
     sweeps.write_manifest(manifest)
     (tmp_path / "cube" / "sweeps" / "mine").mkdir()  # a user's folder without a manifest is theirs: uploaded
+    (tmp_path / "cube" / "sweeps" / "mine" / "config.yaml").write_text("lr: 1\n")
     assert sweeps.sweep_folders(str(tmp_path / "cube")) == ["sweeps/s1"]
+    assert upload.count_files(str(tmp_path / "cube")) == 1  # the user's file; not the sweep's manifest
     excludes = upload.exclude_file(str(tmp_path / "cube"), True)
     assert Path(excludes).read_text().splitlines() == ["/sweeps/s1/"]
