@@ -275,7 +275,7 @@ def test_a_queued_run_waits_on_the_host_and_starts_when_its_gpu_is_free(
 
 ATTEMPTS_SCRIPT = """set -eu
 # The attempts task of the test cube: counts its attempts in its workspace, records the GPUs each one was given,
-# and fails (exit code 10 + the attempt) as many times as fails_file says.
+# and fails (exit code 10 + the attempt) as many times as fails_file says first, printing the rest of its line.
 bb=/bin/busybox
 shift
 for arg in "$@"; do
@@ -288,8 +288,9 @@ done
 count=$(( $("$bb" cat "$log_dir/count" 2>/dev/null || echo 0) + 1 ))
 echo "$count" > "$log_dir/count"
 printf '%s\\n' "${CUDA_VISIBLE_DEVICES-unset}" > "$log_dir/devices-$count.txt"
-if [ "$count" -le "$("$bb" cat "$fails_file")" ]; then
-    echo "attempt $count fails" >&2
+read -r fails message < "$fails_file" || true
+if [ "$count" -le "$fails" ]; then
+    echo "attempt $count fails: ${message:-}" >&2
     exit $((10 + count))
 fi
 echo "attempt $count succeeds"
@@ -485,3 +486,64 @@ def test_two_users_of_a_host_queue_for_its_one_gpu_and_never_share_it(
     assert times[first][0] <= times[first][1] <= times[second][0] <= times[second][1], times
     assert lease.stat().st_uid == users[first].user.home.stat().st_uid
     assert leases_dir.stat().st_mode & 0o7777 == 0o1777
+
+
+def test_a_device_fault_in_the_tasks_output_retries_on_another_gpu_when_one_is_free(
+        tmp_path: Path, ssh_host: SshHost, leases_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declared GPUs, no nvidia-smi: only the task's output can tell a device fault. A run on GPU 1 that fails saying
+    `uncorrectable ECC error` waits (`retrying`) while the only other GPU is leased, and runs its retry there once
+    it is let go; a run whose every GPU was faulty has none left to retry on and ends failed at once."""
+    cube = attempts_cube(tmp_path)
+    job = Job(str(cube), str(cube / "workspace"), tasks=("attempts",))
+    settings_path = inventory_settings(tmp_path, ssh_host, monkeypatch, mlcube_ssh_gpus=[0, 1],
+                                       mlcube_ssh_docker_gpus=False, mlcube_ssh_leases_dir=str(leases_dir))
+    settings = platform_settings(settings_path)
+    workflow.configure(settings, job, reporter=quiet())
+    runs = {}
+
+    def state(name: str) -> dict[str, Any]:
+        listed = workflow.status(settings, job, reporter=quiet())["gpubox"]["runs"]
+        found: dict[str, Any] = next(run for run in listed if run["run_id"] == runs[name].run_id)
+        return found
+
+    def launch(name: str, gpus: int) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "fails.txt").write_text("1 CUDA error: uncorrectable ECC error encountered\n")
+        runs[name] = Job(job.cube_root, str(tmp_path / name), tasks=("attempts",), detach=True,
+                         run_id=workflow.new_run_id(), gpus_needed=gpus, run_retries=2)
+        workflow.run(settings, runs[name], reporter=quiet())
+
+    leases_dir.mkdir(mode=0o1777)
+    leases_dir.chmod(0o1777)
+    try:
+        with open(leases_dir / "gpu-0.lease", "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # another run (here: this test) holds GPU 0
+            launch("moved", 1)
+            deadline = time.monotonic() + 120
+            while (seen := state("moved"))["state"] != "retrying" or not seen["attempts"]:
+                assert seen["state"] in ("running", "retrying", "starting"), seen
+                assert time.monotonic() < deadline, f"no retry waiting: {seen}"
+            shown = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "status", f"--mlcube={cube}"],
+                                   capture_output=True, text=True, env=user_env(), timeout=300)
+        deadline = time.monotonic() + 120
+        while (seen := state("moved"))["state"] not in ENDED:
+            assert time.monotonic() < deadline, f"the retry did not run: {seen}"
+        launch("stuck", 2)
+        deadline = time.monotonic() + 120
+        while (stuck := state("stuck"))["state"] not in ENDED:
+            assert time.monotonic() < deadline, f"the run did not end: {stuck}"
+        logs = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "logs", f"--mlcube={cube}",
+                               f"--workspace={tmp_path / 'stuck'}", "--run", runs["stuck"].run_id],
+                              capture_output=True, text=True, env=user_env(), timeout=300)
+    finally:
+        workflow.cancel(settings, job, reporter=quiet())
+    assert shown.returncode == 0, shown.stderr
+    assert f"gpubox: {runs['moved'].run_id} retrying (attempt 2 of 3 next, " in shown.stdout
+    assert "gpubox:   attempt 1: exit code 11 on gpu 1, device fault: gpu 1 the task's output says " \
+           "'uncorrectable ECC error'" in shown.stdout.splitlines()
+    assert (seen["state"], seen["rc"], [(a["devices"], a["cause"]) for a in seen["attempts"]]) == (
+        "succeeded", 0, [({"gpus": [1]}, "device"), ({"gpus": [0]}, None)])
+    assert (stuck["state"], stuck["rc"], len(stuck["attempts"])) == ("failed", 11, 1)
+    assert stuck["attempts"][0]["faulty"] == [0, 1]
+    assert "no retry: no GPU left for the retry on this host: it needs 2 other than gpu 0, gpu 1, and there are 0" \
+        in logs.stdout + logs.stderr
