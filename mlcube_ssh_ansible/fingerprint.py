@@ -24,7 +24,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import AbstractSet, Iterable
+from typing import AbstractSet, Any, Iterable, Mapping
 
 from . import assets, sweeps
 from .records import write_atomically
@@ -177,7 +177,7 @@ def new_stamp() -> str:
     return secrets.token_hex(8)
 
 
-def _synced(settings: Settings, job: Job) -> dict[str, dict[str, str]]:
+def _synced(settings: Settings, job: Job) -> dict[str, dict[str, Any]]:
     try:
         hosts = json.loads(_target(settings, job, "synced").read_text()).get("hosts")
     except (OSError, ValueError, AttributeError):
@@ -192,9 +192,21 @@ def synced_stamps(settings: Settings, job: Job, current: str) -> dict[str, str]:
             if isinstance(entry, dict) and entry.get("digest") == current and entry.get("stamp")}
 
 
-def remember_synced(settings: Settings, job: Job, hosts: Iterable[str], current: str, stamp: str) -> None:
+def known_paths(settings: Settings, job: Job, current: str) -> dict[str, dict[str, Any]]:
+    """Host -> mlcube.ssh.paths' answer to its last successful run (its `known`), for the hosts of
+    synced_stamps: a warm run works out its paths from it without a module call."""
+    return {host: entry["paths"] for host, entry in _synced(settings, job).items()
+            if isinstance(entry, dict) and entry.get("digest") == current and entry.get("stamp")
+            and isinstance(entry.get("paths"), dict)}
+
+
+def remember_synced(settings: Settings, job: Job, hosts: Iterable[str], current: str, stamp: str,
+                    paths: Mapping[str, dict[str, Any] | None] | None = None) -> None:
+    """The hosts' copies carry `stamp` and the local files' fingerprint `current`; with each host's paths answer."""
     entries = _synced(settings, job)
-    entries.update({host: {"digest": current, "stamp": stamp} for host in hosts})
+    for host in hosts:
+        known = (paths or {}).get(host)
+        entries[host] = {"digest": current, "stamp": stamp, **({"paths": known} if known else {})}
     _save(_target(settings, job, "synced"), {"hosts": entries, "cube": os.path.abspath(job.cube_root)})
 
 

@@ -36,6 +36,10 @@ STOP_RESULT = "stop"  # stop: what a cancel found and did on the host
 LAUNCH_RESULT = "launch"  # launch: the run started (or was queued) on the host, in run_dir
 RUNS_RESULT = "runs"  # runs: every run of the cube on the host, newest first, with its state
 SLOTS_RESULT = "slots"  # slots: the host's GPUs and CPU-only slots, each free, leased or busy
+PATHS_RESULT = "paths"  # paths: the remote paths, with `known` (what a warm run passes to answer without a call)
+# A launch that found the host's copy changed since the last run (mlcube.ssh.launch's expect_synced) starts with
+# this: nothing started there, and the workflow runs the play again for that host with the full path.
+STALE_COPY = "the remote copy changed"
 FETCH_DEST_FACT = "_mlcube_ssh_fetch_dest"  # fetch: the local folder this host's results go to
 VALIDATE_ACTIONS = {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 QUIET_STEPS = {"check"}  # only reported when they fail
@@ -91,6 +95,7 @@ class HostReport:
     launched: bool = False  # this command started the run on the host (a refused launch starts nothing)
     runs: list[dict[str, Any]] | None = None  # the cube's runs on the host, newest first (status)
     slots: dict[str, Any] | None = None  # the host's GPUs and CPU-only slots (slots)
+    known_paths: dict[str, Any] | None = None  # mlcube.ssh.paths' `known`: what the next warm run passes
     offsets: dict[str, int] | None = None  # how much of the run's stdout/stderr was shown (bytes)
     lost: dict[str, Any] | None = None  # the connection was lost while following and did not come back in time
     died: bool = False  # the run is gone without an exit code
@@ -277,6 +282,8 @@ class Reporter:
             report.runs = [dict(run) for run in res.get("runs") or [] if isinstance(run, dict)]
         elif res.get(RESULT_KEY) == SLOTS_RESULT and kind == "runner_on_ok":
             report.slots = {key: res.get(key) for key in ("gpus", "cpus", "source")}
+        elif res.get(RESULT_KEY) == PATHS_RESULT and kind == "runner_on_ok" and isinstance(res.get("known"), dict):
+            report.known_paths = dict(res["known"])
         facts = res.get("ansible_facts")
         if isinstance(facts, dict) and FETCH_DEST_FACT in facts:
             report.fetch_dest = facts[FETCH_DEST_FACT]
@@ -329,6 +336,10 @@ class Reporter:
         report = self.hosts.setdefault(host, HostReport())
         if report.failed_step is None:
             report.failed_step, report.reason = step, mask(reason, self.hidden)
+        if reason.startswith(STALE_COPY):  # not a failure to show: the workflow uploads and starts it again
+            report.step = None
+            self.write(f"{host}: {reason}; uploading it again")
+            return
         self._close_step(host)
 
     def _close_step(self, host: str) -> None:

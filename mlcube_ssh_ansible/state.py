@@ -39,6 +39,7 @@ class UploadPlan:
     stamp: str
     listing: fingerprint.Listing
     synced: dict[str, str]
+    paths: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # mlcube.ssh.paths' last answers
 
 
 class State:
@@ -79,13 +80,15 @@ class State:
             return UploadPlan(stamp, {}, {})
         listing = fingerprint.upload_listing(self.job)
         current = fingerprint.upload_digest(self.settings, self.job, self.exclude_from, listing)
-        return UploadPlan(stamp, listing, fingerprint.synced_stamps(self.settings, self.job, current))
+        return UploadPlan(stamp, listing, fingerprint.synced_stamps(self.settings, self.job, current),
+                          fingerprint.known_paths(self.settings, self.job, current))
 
     def upload_vars(self, plan: UploadPlan) -> dict[str, Any]:
         """The play's variables for the plan (nothing without skip_unchanged)."""
         if not self.settings.skip_unchanged:
             return {}
-        return {"mlcube_ssh_sync_stamp": plan.stamp, "mlcube_ssh_synced": plan.synced}
+        return {"mlcube_ssh_sync_stamp": plan.stamp, "mlcube_ssh_synced": plan.synced,
+                "mlcube_ssh_known_paths": {host: paths for host, paths in plan.paths.items() if host in plan.synced}}
 
     def remember_synced(self, plan: UploadPlan, reporter: Reporter) -> None:
         """After a run: the hosts that ran it have the local files as they are now (outputs fetched) and the
@@ -106,7 +109,8 @@ class State:
                 fingerprint.forget_synced(settings, job, done)  # edited during the run: the next run uploads
                 return
             current = fingerprint.upload_digest(settings, job, self.exclude_from, after)
-            fingerprint.remember_synced(settings, job, done, current, plan.stamp)
+            fingerprint.remember_synced(settings, job, done, current, plan.stamp,
+                                        {host: reporter.hosts[host].known_paths for host in done})
         except OSError as error:  # bookkeeping only: the run itself succeeded
             reporter.write(f"mlcube-ssh-ansible: warning: cannot record what was uploaded ({error}); the next run "
                            "uploads again")

@@ -27,7 +27,7 @@ from .errors import HostFailure, Interrupted
 from .execute import Invocation, Outcome, run_playbook
 from .fleet import FleetReporter
 from .render import Job, remote_name, render, workspace_key
-from .report import HOST_KEY_HINT, RESULT_KEY, STOP_RESULT, HostReport, Reporter, group_by_reason, name_list
+from .report import HOST_KEY_HINT, RESULT_KEY, STALE_COPY, STOP_RESULT, HostReport, Reporter, group_by_reason, name_list
 from .settings import Settings, forks_for
 from .state import State
 
@@ -336,6 +336,18 @@ def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter
     Every step is idempotent, so a rerun only finishes what the lost connection interrupted.
     """
     outcome = run_playbook(invocation, reporter, cancel)
+    stale = sorted(host for host, (_, reason) in reporter.failures().items() if reason.startswith(STALE_COPY))
+    if stale and not cancel.is_set():  # their copy changed since the last run: this time work it out and upload
+        for host in stale:
+            reporter.hosts[host] = HostReport()
+        full = {name: {host: value for host, value in (invocation.extravars.get(name) or {}).items()
+                       if host not in stale} for name in ("mlcube_ssh_synced", "mlcube_ssh_known_paths")}
+        per_host = {"mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
+        retried = run_playbook(dataclasses.replace(invocation, limit=",".join(stale),
+                                                   extravars={**invocation.extravars, **full, **per_host}),
+                               reporter, cancel)
+        failed_elsewhere = set(reporter.failures()) - set(stale)
+        outcome = retried if not failed_elsewhere else dataclasses.replace(retried, rc=retried.rc or outcome.rc)
     for attempt in range(1, settings.retries + 1):
         lost = {host: reason for host, (step, reason) in reporter.failures().items()
                 if reason.startswith("unreachable") and step in BEFORE_LAUNCH and HOST_KEY_HINT not in reason}

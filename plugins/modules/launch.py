@@ -65,6 +65,14 @@ options:
   sync_file:
     description: Where O(sync_stamp) goes (it marks the uploaded copy as this run's).
     type: path
+  expect_synced:
+    description:
+      - The upload stamp the copy must carry in O(sync_file), with its C(mlcube.yaml) in O(chdir), the command's
+        program (a path) and the file C(MLCUBE_SYSTEM_SETTINGS) names (when set) still there; otherwise nothing
+        starts and the call fails with RV(stale). For a warm run that skipped working out the paths and the
+        upload on the word of the last run (mlcube.ssh.paths' O(known)). Empty checks nothing.
+    type: str
+    default: ''
   workspace:
     description: The remote workspace of the run, kept in the run folder (cancel stops the containers that mount it).
     type: path
@@ -157,6 +165,10 @@ run_dir:
   description: The run folder.
   returned: always
   type: str
+stale:
+  description: The copy is not the one O(expect_synced) names, so nothing started (the call failed).
+  returned: when the copy changed
+  type: bool
 pid:
   description: Process group id of the command.
   returned: success
@@ -572,6 +584,30 @@ def _size(path: str) -> int:
         return 0
 
 
+# The start of a launch's message when the copy is not what the last run left (the shim looks for it).
+STALE = "the remote copy changed"
+
+
+def _not_as_left(params: dict) -> str:
+    """Why the copy on this host is not the one the last run left (expect_synced), or '' when it is."""
+    try:
+        with open(params["sync_file"] or "") as handle:
+            found = handle.read().strip()
+    except (OSError, UnicodeDecodeError):
+        found = ""
+    if found != params["expect_synced"]:
+        return "its upload stamp is %s, not %s" % (found or "gone", params["expect_synced"])
+    if not os.path.isfile(os.path.join(params["chdir"], "mlcube.yaml")):
+        return "%s/mlcube.yaml is gone" % params["chdir"]
+    program = os.path.expanduser(params["argv"][0]) if params["argv"] else ""
+    if "/" in program and not os.path.exists(program):
+        return "%s is gone" % program
+    settings = os.environ.get("MLCUBE_SYSTEM_SETTINGS")
+    if settings and not os.path.isfile(settings):
+        return "%s is gone" % settings
+    return ""
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -582,6 +618,7 @@ def main() -> None:
             holder=dict(type="str", default=""),
             sync_stamp=dict(type="str", default=""),
             sync_file=dict(type="path"),
+            expect_synced=dict(type="str", default=""),
             secrets=dict(type="dict", default={}, no_log=True),
             wait=dict(type="float", default=0.0),
             max_bytes=dict(type="int", default=262144),
@@ -606,6 +643,9 @@ def main() -> None:
     bad = [name for name in secrets if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name)]
     if bad:
         module.fail_json(msg="secrets: %s not an environment variable name" % ", ".join(bad))
+    changed_copy = _not_as_left(params) if params["expect_synced"] else ""
+    if changed_copy:
+        module.fail_json(msg="%s since the last run (%s); nothing started" % (STALE, changed_copy), stale=True)
     os.makedirs(os.path.dirname(params["lock"]), mode=0o700, exist_ok=True)
     # Check, record and start under one lock, so two launches at the same moment cannot both start.
     with open(params["lock"] + ".guard", "a") as guard:

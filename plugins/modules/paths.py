@@ -20,7 +20,7 @@ description:
     C(mlcube.yaml) is still there. The upload step skips a host whose stamp is the one the controller expects.
   - With O(clear_synced) (the play uploads), a stamp other than O(synced_expected) is removed and not
     returned, since the upload that follows replaces the files it vouched for.
-  - One module call instead of several keeps a warm command fast.
+  - One module call instead of several keeps a warm command fast; a warm run needs none (O(known)).
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
@@ -65,6 +65,14 @@ options:
     description: Group that may read the private folders; empty for the owner only.
     type: str
     default: ''
+  known:
+    description:
+      - The RV(known) of this call's answer to the last successful run, which the shim passes for a host whose
+        remote copy it expects unchanged (O(synced_expected)). When it was given for the same options, the action
+        answers from it without contacting the host (RV(cached)); the launch then checks the copy on the host.
+        Ignored by the module itself.
+    type: dict
+    default: {}
   workspace_key:
     description:
       - Empty for the cube's own workspace (C(<cube folder>/workspace)). Otherwise the name of a remote
@@ -134,6 +142,22 @@ env_python_exists:
   description: Whether RV(env_python) exists (a bare name is looked up on C(PATH)).
   returned: always
   type: bool
+system_settings:
+  description: The remote platform's settings file that C(configure) writes (C(<state_dir>/system-settings.yaml)).
+  returned: always
+  type: str
+system_settings_exists:
+  description: Whether RV(system_settings) exists (so a run need not look for it with a task of its own).
+  returned: always
+  type: bool
+cached:
+  description: The answer came from O(known), without contacting the host.
+  returned: always
+  type: bool
+known:
+  description: What to pass as O(known) next time (the answer's paths and the options they were worked out for).
+  returned: success
+  type: dict
 synced:
   description: The last run's upload stamp, or an empty string.
   returned: always
@@ -215,6 +239,7 @@ def main() -> None:
             synced_expected=dict(type="str", default=""),
             group=dict(type="str", default=""),
             workspace_key=dict(type="str", default=""),
+            known=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
@@ -234,6 +259,7 @@ def main() -> None:
         module.fail_json(msg="workspace_key must be a plain folder name, got %r" % key)
     cube_workspace = os.path.join(remote_dir, "workspace")
     workspace = os.path.join(state_dir, "workspaces", key) if key else cube_workspace
+    system_settings = os.path.join(state_dir, "system-settings.yaml")
     synced_file = os.path.join(state_dir, "synced")
     synced = ""
     try:
@@ -283,6 +309,8 @@ def main() -> None:
         venv_dir=venv_dir,
         env_python=env_python,
         env_python_exists=exists,
+        system_settings=system_settings,
+        system_settings_exists=os.path.isfile(system_settings),
         synced=synced,
     )
 

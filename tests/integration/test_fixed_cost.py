@@ -10,8 +10,8 @@ import pytest
 from mlcube_ssh_ansible import workflow
 from mlcube_ssh_ansible.errors import HostFailure
 from mlcube_ssh_ansible.render import Job
-from mlcube_ssh_ansible.report import RESULT_KEY, RUN_RESULT, Reporter
-from tests.hosts import SshHost, example_cube
+from mlcube_ssh_ansible.report import RESULT_KEY, RUN_RESULT, STALE_COPY, Reporter
+from tests.hosts import SshHost, example_cube, remote
 
 from .conftest import platform_settings
 
@@ -67,3 +67,55 @@ def test_a_short_task_is_followed_by_its_launch_and_a_longer_one_by_the_follow_m
     assert longer.follows and not any(answer.get("at_launch") for answer in longer.follows), longer.follows
     assert longer.follows[-1]["rc"] == 0 and longer.follows[-1]["done"]
     assert (cube / "workspace" / "slept.txt").exists()
+
+
+class PathsRecorder(Recorder):
+    """Also keeps the answers of mlcube.ssh.paths (whether each came from the last run's, without a call)."""
+
+    def __init__(self) -> None:
+        self.paths: list[dict[str, Any]] = []
+        super().__init__()
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        res = (event.get("event_data") or {}).get("res") or {}
+        if res.get(RESULT_KEY) == "paths" and event.get("event") == "runner_on_ok":
+            self.paths.append(dict(res))
+        return super().__call__(event)
+
+
+def test_a_warm_run_works_out_its_paths_without_a_call_and_a_changed_copy_is_uploaded_again(
+        tmp_path: Path, ssh_host: SshHost, settings_file) -> None:
+    cube = example_cube(tmp_path)
+    settings = platform_settings(settings_file(ssh_host))
+    job = Job(str(cube), str(cube / "workspace"), ("hello",))
+    workflow.configure(settings, Job(str(cube), str(cube / "workspace")), reporter=Recorder())
+    first = PathsRecorder()
+    workflow.run(settings, job, reporter=first)  # uploads (configure's upload voided the stamp)
+    assert [answer["cached"] for answer in first.paths] == [False], first.paths
+
+    # Nothing changed: the paths are the last run's answer (no module call), the upload is skipped.
+    warm = PathsRecorder()
+    workflow.run(settings, job, reporter=warm)
+    assert [answer["cached"] for answer in warm.paths] == [True], warm.paths
+    assert warm.paths[0]["remote_dir"] == first.paths[0]["remote_dir"]
+    assert any("upload skipped" in line for line in warm.lines), warm.lines
+    assert warm.lines.count("Hello, World!") == 1, warm.lines
+
+    # The copy changed meanwhile (another controller's upload removes the stamp): the launch starts nothing and
+    # the run goes on with a module call and an upload; the result comes back as always.
+    state_dir = warm.paths[0]["state_dir"]
+    remote(ssh_host, "rm", f"{state_dir}/synced", check=True)
+    remote(ssh_host, "sh", "-c", f"echo from-the-host > {warm.paths[0]['remote_workspace']}/greeting.txt", check=True)
+    stale = PathsRecorder()
+    workflow.run(settings, job, reporter=stale)
+    assert [answer["cached"] for answer in stale.paths] == [True, False], stale.paths
+    assert any(line.startswith(f"{ssh_host.address}: {STALE_COPY} since the last run (its upload stamp is gone")
+               and line.endswith("uploading it again") for line in stale.lines), stale.lines
+    assert any(": upload ok" in line or ": upload changed" in line for line in stale.lines), stale.lines
+    assert stale.lines.count("Hello, World!") == 1, stale.lines
+    assert (cube / "workspace" / "greeting.txt").read_text() == "Hello, World!\n"  # this run's, fetched
+    assert not stale.failures()
+    # ... and the run after it is warm again.
+    again = PathsRecorder()
+    workflow.run(settings, job, reporter=again)
+    assert [answer["cached"] for answer in again.paths] == [True], again.paths

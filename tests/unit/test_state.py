@@ -61,12 +61,20 @@ def test_a_configure_records_its_inputs_as_they_were_when_it_started(job: Job) -
 def test_the_upload_plan_names_the_hosts_whose_copy_is_current(job: Job) -> None:
     first = State(SETTINGS, job)
     plan = first.upload_plan()
-    assert first.upload_vars(plan) == {"mlcube_ssh_sync_stamp": plan.stamp, "mlcube_ssh_synced": {}}
-    first.remember_synced(plan, finished(a=ran(job, []), b=ran(job, [])))
+    assert first.upload_vars(plan) == {"mlcube_ssh_sync_stamp": plan.stamp, "mlcube_ssh_synced": {},
+                                       "mlcube_ssh_known_paths": {}}
+    with_paths = ran(job, [])
+    with_paths.known_paths = {"remote_dir": "/home/u/mlcube/x", "key": "k1"}  # mlcube.ssh.paths' answer
+    first.remember_synced(plan, finished(a=with_paths, b=ran(job, [])))
     second = State(SETTINGS, job).upload_plan()
     assert second.synced == {"a": plan.stamp, "b": plan.stamp} and second.stamp != plan.stamp
+    # The hosts' paths answers go with their stamps (a warm run answers from them without a module call).
+    assert State(SETTINGS, job).upload_vars(second) == {
+        "mlcube_ssh_sync_stamp": second.stamp, "mlcube_ssh_synced": second.synced,
+        "mlcube_ssh_known_paths": {"a": with_paths.known_paths}}
     edit(Path(job.cube_root, "mlcube.yaml"), "name: changed\n")
     assert State(SETTINGS, job).upload_plan().synced == {}
+    assert State(SETTINGS, job).upload_plan().paths == {}
     off = State(dataclasses.replace(SETTINGS, skip_unchanged=False), job)
     assert off.upload_vars(off.upload_plan()) == {}
 
