@@ -5,13 +5,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import yaml
 
+from mlcube_ssh_ansible.render import remote_name
 from tests.hosts import REPO_ROOT, SshHost, example_cube
 
 from .conftest import VENV_BIN, user_env
@@ -91,3 +95,25 @@ def test_ansible_playbook_runs_a_cube_from_the_installed_collection(
     recap = failed.stdout.split("PLAY RECAP", 1)[1]
     assert f"{ssh_host.address}" in recap and "failed=1" in recap, recap
     assert yaml.safe_load(extravars.read_text())["mlcube_ssh_tasks"] == ["hello"]  # the file is unchanged
+
+    # A sweep by hand: host -> its runs, each in a workspace of its own (docs/runs.md); a bad run is refused by
+    # name before any launch.
+    leases = Path(f"/tmp/mlcube-ssh-leases-test-{uuid.uuid4().hex[:8]}")  # the remote user's, and this test's
+    runs = {ssh_host.address: [{"run_id": "by-hand-001", "workspace_key": "by-hand-001", "task_args": [],
+                                "gpus_needed": 0}]}
+    swept = playbook("sweep", "-e", json.dumps({"mlcube_ssh_sweep_runs": runs, "mlcube_ssh_leases_dir": str(leases)}))
+    assert swept.returncode == 0, swept.stdout[-4000:]
+    state = Path(ssh_host.user.home, "mlcube", ".mlcube-ssh-ansible", remote_name(str(cube)))
+    deadline = time.monotonic() + 120
+    while not (state / "runs" / "by-hand-001" / "rc").exists():
+        assert time.monotonic() < deadline, "the run started by hand did not end"
+        time.sleep(0.5)
+    assert (state / "runs" / "by-hand-001" / "rc").read_text().strip() == "0"
+    assert (state / "workspaces" / "by-hand-001" / "greeting.txt").read_text() == "Hello, World!\n"
+    runs[ssh_host.address][0].update(run_id="-bad", task_args=["name_file=a b"])
+    refused = playbook("sweep", "-e", json.dumps({"mlcube_ssh_sweep_runs": runs}))
+    assert refused.returncode == 2, refused.stdout[-4000:]
+    assert 'mlcube_ssh_sweep_runs of 127.0.0.2: run_id \\"-bad\\" must use only' in refused.stdout
+    assert 'task argument \\"name_file=a b\\" must look like name=value' in refused.stdout
+    assert not (state / "runs" / "-bad").exists()
+    shutil.rmtree(leases, ignore_errors=True)

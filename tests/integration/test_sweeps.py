@@ -174,6 +174,12 @@ def test_a_grid_sweep_fills_the_free_gpus_queues_the_rest_and_records_every_run(
     # The sweep's folders are never uploaded: the remote cube has no sweeps/ content.
     remote_cube = Path(fleet[0].user.home, "mlcube", remote_name(str(cube)))
     assert (remote_cube / "mlcube.yaml").is_file() and not list(remote_cube.glob("sweeps/*/*"))
+    # Each run had a remote workspace of its own, with the cube's input hard-linked into it, not copied.
+    state = Path(fleet[0].user.home, "mlcube", ".mlcube-ssh-ansible", remote_name(str(cube)))
+    on_first = [run for run in runs if run["host"] == "gpu1"]
+    inputs = [state / "workspaces" / remote_name(run["results"]) / "seconds.txt" for run in on_first]
+    assert {path.stat().st_ino for path in inputs} == {(remote_cube / "workspace" / "seconds.txt").stat().st_ino}
+    assert len({path.parent for path in inputs}) == 3
 
 
 def test_a_sweep_from_a_file_of_runs_is_cancelled_queued_runs_first(
