@@ -4,6 +4,10 @@
 #
 #   baseline.sh configure HOSTS_FILE CUBE_DIR        pip install REQS + rsync up + remote `mlcube configure`
 #   baseline.sh run       HOSTS_FILE CUBE_DIR TASK   rsync up + remote `mlcube run` + rsync the workspace back
+#   baseline.sh sweep     HOSTS_FILE CUBE_DIR TASK   rsync up, then BASELINE_SWEEP_RUNS remote `mlcube run`s per
+#                                                    host, BASELINE_SWEEP_PARALLEL at a time (xargs -P, one ssh
+#                                                    connection each), each with PARAM=sweep-<host>-<n>.txt, then
+#                                                    rsync the workspace back
 #
 # HOSTS_FILE has one host per line: NAME ADDRESS PORT USER IDENTITY_FILE KNOWN_HOSTS_FILE.
 # With several hosts, every host runs in a background job (then `wait`), and each host's workspace comes
@@ -14,10 +18,12 @@
 #   BASELINE_REQUIREMENTS  pip requirements [mlcube==0.0.9 mlcube-docker==0.0.9]
 #   BASELINE_REMOTE_ROOT   remote folder (relative to the remote home) holding the cube [mlcube-baseline]
 #   BASELINE_PLATFORM      the remote MLCube platform [docker]
+#   BASELINE_SWEEP_RUNS, BASELINE_SWEEP_PARALLEL, BASELINE_SWEEP_PARAM   sweep: runs per host [16], at a time [4],
+#                          the task parameter each run varies [slept]
 # Paths must not contain white space (this is a baseline, not a product). Exit status: the first failure.
 set -uo pipefail
 
-mode="${1:?usage: baseline.sh configure|run HOSTS_FILE CUBE_DIR [TASK]}"
+mode="${1:?usage: baseline.sh configure|run|sweep HOSTS_FILE CUBE_DIR [TASK]}"
 hosts_file="${2:?missing HOSTS_FILE}"
 cube="${3:?missing CUBE_DIR}"
 task="${4:-}"
@@ -52,6 +58,18 @@ one_host() {  # one_host NAME ADDRESS PORT USER IDENTITY_FILE KNOWN_HOSTS DEST
             rsync -a -e "$rsh" "$target:$remote_dir/workspace/" "$dest/" || return
             return "$rc"
             ;;
+        sweep)
+            rsync -a "${up[@]}" -e "$rsh" "$cube/" "$target:$remote_dir/" \
+                || return
+            local rc=0
+            # Each run its own ssh connection and output file, BASELINE_SWEEP_PARALLEL at a time on this host.
+            seq -w 1 "${BASELINE_SWEEP_RUNS:-16}" | xargs -P "${BASELINE_SWEEP_PARALLEL:-4}" -I{} \
+                $rsh "$target" "cd $remote_dir && $python -m mlcube run --mlcube=. --platform=$platform --task=$task \
+${BASELINE_SWEEP_PARAM:-slept}=sweep-$name-{}.txt" >/dev/null || rc=$?
+            mkdir -p "$dest"
+            rsync -a -e "$rsh" "$target:$remote_dir/workspace/" "$dest/" || return
+            return "$rc"
+            ;;
         *)
             echo "baseline.sh: unknown mode $mode" >&2
             return 2
@@ -60,8 +78,8 @@ one_host() {  # one_host NAME ADDRESS PORT USER IDENTITY_FILE KNOWN_HOSTS DEST
 }
 
 mapfile -t hosts < <(grep -v '^[[:space:]]*\(#\|$\)' "$hosts_file")
-if [[ "$mode" == run && -z "$task" ]]; then
-    echo "baseline.sh: run needs a TASK" >&2
+if [[ "$mode" != configure && -z "$task" ]]; then
+    echo "baseline.sh: $mode needs a TASK" >&2
     exit 2
 fi
 if ((${#hosts[@]} == 1)); then

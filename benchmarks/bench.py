@@ -40,6 +40,7 @@ from benchmarks.config import (  # noqa: E402
     DEFAULT_OUT,
     REPO,
     SMOKE_BIG_FLEET_SIZES,
+    SMOKE_SWEEP_RUNS,
     WORKDIR,
     log,
 )
@@ -57,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        + " hosts: shows that the benchmark works end to end (not valid numbers)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of (a), (b), (c) and (z) [5]")
     parser.add_argument("--reps-slow", type=int, default=3, help="repetitions of (d), (f) and the variants [3]")
-    parser.add_argument("--only", default="abcdefx", help="sections to run, e.g. 'ad' [abcdefx]; without f, no "
-                                                          "big fleets")
+    parser.add_argument("--only", default="abcdefgx", help="sections to run, e.g. 'ad' [abcdefgx]; without f, no "
+                                                           "big fleets")
     parser.add_argument("--big-fleets", default=",".join(map(str, BIG_FLEET_SIZES)),
                         help="host counts of (f), comma-separated [%(default)s]")
     parser.add_argument("--report-only", action="store_true",
@@ -110,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     WORKDIR.mkdir(parents=True, exist_ok=True)
     lab = Lab(WORKDIR, big_sizes)
     bench = Bench(lab, reps, reps_slow, "x" in args.only)
+    if mode:
+        bench.sweep_runs = SMOKE_SWEEP_RUNS
     try:
         bench.meta["machine"] = json.dumps(machine())
         bench.meta["hosts"] = str(lab.size)
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.meta["note"] = args.note
         log(f"setting up {lab.size} hosts in {WORKDIR}")
         lab.start()
-        if set(args.only) & set("abcdex"):  # the big fleets (f) have a warm-up of their own
+        if set(args.only) & set("abcdex"):  # the big fleets (f) and the sweep (g) have warm-ups of their own
             bench.phase("warm-up (not timed)", bench.warm_up)
         if "b" in args.only:
             bench.phase("(b) no-op configure", bench.noop_configure)
@@ -131,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if big_sizes:
             bench.phase("warm-up, big fleets (not timed)", bench.warm_up_big)
             bench.phase("(f) big fleets", bench.big_fleets)
+        if "g" in args.only:
+            bench.phase("warm-up, sweep (not timed)", bench.warm_up_sweep)
+            bench.phase("(g) sweep", bench.sweep)
         if "e" in args.only:
             bench.phase("(e) memory", bench.memory)
         if "x" in args.only:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -15,8 +17,8 @@ from typing import Any, Callable
 
 import yaml
 
-from benchmarks.commands import baseline, cli_env, environment, must, ours_api, ours_cli, run_process
-from benchmarks.config import ANSIBLE_PLAYBOOK, FLEET_SIZES, MB, MLCUBE, log
+from benchmarks.commands import baseline, cli_env, environment, must, ours_api, ours_cli, ours_tool, run_process
+from benchmarks.config import ANSIBLE_PLAYBOOK, FLEET_SIZES, MB, MLCUBE, SWEEP_HOSTS, SWEEP_RUNS, SWEEP_SLOTS, log
 from benchmarks.lab import Lab
 from benchmarks.results import Result, Series
 from mlcube_ssh_ansible import assets, execute
@@ -38,6 +40,7 @@ class Bench:
         self.phase_seconds: dict[str, float] = {}
         self.loads: dict[str, str] = {}
         self.meta: dict[str, str] = {}
+        self.sweep_runs = SWEEP_RUNS  # (g); fewer with --quick/--smoke
 
     def s(self, key: str) -> Series:
         return self.series.setdefault(key, Series(key))
@@ -238,6 +241,72 @@ class Bench:
                 missing = [lab.name(h) for h in lab.hosts[:n] if not (results / lab.name(h)).is_dir()]
                 if missing:
                     self.notes.append(f"(f): after the {n}-host runs no workspace came back for {side}: {missing}")
+
+    # -- (g) a sweep: many one-second runs over a few hosts' slots ------------------------------------------
+
+    def warm_up_sweep(self) -> None:
+        """The sweep's cube configured on its hosts (ours) and run once by the baseline (its remote folder; the
+        image is the one every bench cube uses)."""
+        lab = self.lab
+        must(ours_api("configure", lab.settings_of(lab.sweep_settings_file), lab.job(lab.cubes["ours-sweep"])),
+             "configure ours-sweep")  # also makes the hosts' virtualenvs, which the baseline uses too
+        for h in lab.hosts[:SWEEP_HOSTS]:
+            remote(h, "mkdir", "-p", "mlcube-baseline", check=True)
+        must(baseline("run", lab.baseline_hosts[SWEEP_HOSTS], lab.cubes["base-sweep"], "sleep"), "baseline run sweep")
+
+    def sweep(self) -> None:
+        """`sweep` of SWEEP_RUNS one-second runs (a grid over the output name) on SWEEP_HOSTS hosts with SWEEP_SLOTS
+        CPU-only slots each, then `sweep-attach --poll 1` until every run has ended and its results are back: from
+        submission to the last result, both commands sampled for memory. The baseline: per host, its share of the
+        runs SWEEP_SLOTS at a time (ssh + xargs -P), then one rsync back."""
+        lab = self.lab
+        runs = self.sweep_runs
+        values = ",".join(f"sweep-{i:02d}.txt" for i in range(1, runs + 1))
+        cube = lab.cubes["ours-sweep"]
+        common = [f"--mlcube={cube}", "--platform=ssh-ansible"]
+        self.meta["sweep"] = json.dumps({"runs": runs, "hosts": SWEEP_HOSTS, "slots": SWEEP_SLOTS})
+        for _ in range(self.reps_slow):
+            before = set((cube / "sweeps").glob("*/manifest.json"))
+            submit = ours_tool(["sweep", *common, "--task=sleep", "--need-gpus", "0", "--grid", f"slept={values}"],
+                               lab.sweep_settings_file, sample=True)
+            follow = ours_tool(["sweep-attach", *common, "--poll", "1"], lab.sweep_settings_file, sample=True) \
+                if submit.ok else Result(0.0, False, "not run")
+            result = Result(submit.seconds + follow.seconds, submit.ok and follow.ok,
+                            "; ".join(filter(None, (submit.detail, follow.detail))), cpu=submit.cpu + follow.cpu,
+                            machine_cpu=submit.machine_cpu + follow.machine_cpu, lines=submit.lines + follow.lines)
+            result.peak_rss, result.peak_pss = max(submit.peak_rss, follow.peak_rss), max(submit.peak_pss,
+                                                                                          follow.peak_pss)
+            result.peak_detail = (submit if submit.peak_rss >= follow.peak_rss else follow).peak_detail
+            manifests = sorted(set((cube / "sweeps").glob("*/manifest.json")) - before)
+            checked = self._check_sweep(manifests[-1] if manifests else None, runs)
+            result.note = f"submit {submit.seconds:.1f} s, follow and fetch {follow.seconds:.1f} s; {checked}"
+            if "missing" in checked or "no manifest" in checked:
+                result.ok, result.detail = False, checked
+            self.record("g.ours", result)
+            base_env = {"BASELINE_SWEEP_RUNS": str(runs // SWEEP_HOSTS), "BASELINE_SWEEP_PARALLEL": str(SWEEP_SLOTS)}
+            with environment(base_env):
+                self.record("g.base", baseline("sweep", lab.baseline_hosts[SWEEP_HOSTS], lab.cubes["base-sweep"],
+                                               "sleep", sample=True))
+
+    def _check_sweep(self, manifest_file: Path | None, runs: int) -> str:
+        """Every run succeeded and its output came back; the median time a run held its slot (from the manifest)."""
+        if manifest_file is None:
+            return "no manifest"
+        manifest = json.loads(manifest_file.read_text())
+        missing = [run["run_id"] for run in manifest["runs"] if run.get("state") != "succeeded"
+                   or not list(Path(run["results"]).glob("sweep-*.txt"))]
+        held = []
+        for run in manifest["runs"]:
+            try:
+                held.append((datetime.datetime.fromisoformat(str(run["ended"]))
+                             - datetime.datetime.fromisoformat(str(run["started"]))).total_seconds())
+            except (KeyError, TypeError, ValueError):
+                continue
+        median = f"median run {statistics.median(held):.2f} s" if held else "run times unknown"
+        self.meta["sweep_run_seconds"] = f"{statistics.median(held):.3f}" if held else ""
+        if len(manifest["runs"]) != runs or missing:
+            return f"{len(missing)} of {len(manifest['runs'])} runs missing or failed: {missing[:5]}; {median}"
+        return median
 
     # -- (e) controller memory ------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from benchmarks.config import BASELINE, BASELINE_PYTHON, MLCUBE, REQUIREMENTS
+from benchmarks.config import BASELINE, BASELINE_PYTHON, MLCUBE, REQUIREMENTS, TOOL
 from benchmarks.profiling import Profile, ProfilingReporter
 from benchmarks.results import Result
 from benchmarks.sampler import CpuMeter, TreeSampler, reap_adopted
@@ -62,6 +62,11 @@ def ours_cli(command: str, cube: Path, settings_file: Path, task: str | None = N
     if task:
         argv.append(f"--task={task}")
     return run_process(argv, env=cli_env(settings_file) | (env or {}), sample=sample)
+
+
+def ours_tool(args: Sequence[str], settings_file: Path, sample: bool = False) -> Result:
+    """Our own CLI (`mlcube-ssh-ansible ARGS`), e.g. `sweep` and `sweep-attach`, with the same environment."""
+    return run_process([str(TOOL), *args], env=cli_env(settings_file), sample=sample)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 WORKDIR = Path(os.environ.get("MLCUBE_BENCH_DIR", "/var/tmp/mlcube-ssh-ansible-bench"))  # noqa: S108
 VENV_BIN = Path(sys.executable).parent
 MLCUBE = VENV_BIN / "mlcube"
+TOOL = VENV_BIN / "mlcube-ssh-ansible"  # our own CLI (sweep, sweep-attach)
 ANSIBLE_PLAYBOOK = VENV_BIN / "ansible-playbook"
 
 FLEET_SIZES = (1, 2, 4, 8)
@@ -25,6 +26,11 @@ FLEET_SIZES = (1, 2, 4, 8)
 BIG_FLEET_SIZES = (32, 64)
 # --smoke: every case once, the big fleets just past the 8 small-fleet hosts (not valid numbers).
 SMOKE_BIG_FLEET_SIZES = (9, 10)
+# (g) a sweep (issue 15): SWEEP_RUNS one-second runs over hosts 1-SWEEP_HOSTS, SWEEP_SLOTS CPU-only slots each.
+SWEEP_HOSTS = 4
+SWEEP_SLOTS = 4
+SWEEP_RUNS = 64
+SMOKE_SWEEP_RUNS = 8  # --smoke and --quick
 
 
 def addresses(count: int) -> list[str]:

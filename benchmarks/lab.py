@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from benchmarks.config import CUBE_SOURCE, FLEET_SIZES, REQUIREMENTS, addresses, users
+from benchmarks.config import CUBE_SOURCE, FLEET_SIZES, REQUIREMENTS, SWEEP_HOSTS, SWEEP_SLOTS, addresses, users
 from benchmarks.sampler import reap_adopted
 from mlcube_ssh_ansible.render import Job, ssh_args
 from mlcube_ssh_ansible.settings import Settings, parse_settings
@@ -72,6 +72,7 @@ class Lab:
         self.cubes = {name: prepare_cube(self.workdir / "cubes" / name)
                       for name in ("ours-single", "base-single", "ours-zero", "base-zero",
                                    *(f"{who}-fleet-{n}" for who in ("ours", "base") for n in FLEET_SIZES),
+                                   "ours-sweep", "base-sweep",
                                    *(("ours-python",) if self.big_sizes else ()),
                                    *(f"{who}-big-{n}" for who in ("ours", "base") for n in self.big_sizes))}
         self.single_settings_file = self.write_settings("single", mlcube_settings(self.hosts[0]))
@@ -81,6 +82,9 @@ class Lab:
             inventory = self.write_inventory(f"fleet-{n}", self.hosts[:n])
             self.fleet_settings_files[n] = self.write_settings(f"fleet-{n}", self.fleet_settings(inventory))
             self.baseline_hosts[n] = self._write_baseline_hosts(f"hosts-{n}", self.hosts[:n])
+        # (g): hosts 1-SWEEP_HOSTS with SWEEP_SLOTS CPU-only slots each (a host variable, as an operator sets it).
+        sweep_inventory = self.write_inventory("sweep", self.hosts[:SWEEP_HOSTS], mlcube_ssh_cpu_slots=SWEEP_SLOTS)
+        self.sweep_settings_file = self.write_settings("sweep", self.fleet_settings(sweep_inventory))
         self.big_settings_files: dict[int, Path] = {}
         if self.big_sizes:
             self.shared_venvs.mkdir(exist_ok=True)

@@ -220,20 +220,35 @@ def context(bench: Bench, started: datetime.datetime, wall: float, label: str) -
         target, met = (TARGETS[key][0], verdict(key, pss)) if key in TARGETS else ("", "")
         pss_rows.append({"case": "f", "n": size, "ours": pss, "base": n.peak_pss_mb(f"f.base.{size}"),
                          "target": target, "met": met})
+    sweep_meta = json.loads(bench.meta["sweep"]) if "sweep" in bench.meta else None
+    sweep_row = None
+    if sweep_meta and ("g.ours" in S or "g.base" in S):
+        run_seconds = float(bench.meta.get("sweep_run_seconds") or "nan")
+        rounds = math.ceil(sweep_meta["runs"] / (sweep_meta["hosts"] * sweep_meta["slots"]))
+        sweep_row = {**sweep_meta, "ours": med("g.ours"), "base": med("g.base"), "rounds": rounds,
+                     "ideal_task": rounds * 1.0, "run_seconds": None if math.isnan(run_seconds) else run_seconds,
+                     "ideal_run": None if math.isnan(run_seconds) else rounds * run_seconds,
+                     "pss": n.peak_pss_mb("g.ours"), "pss_base": n.peak_pss_mb("g.base"),
+                     "notes": [r.note for r in n.results("g.ours") if r.note]}
     per_host_rows = [
         {"label": label_, "ours": n.per_host(ours_key, size), "base": n.per_host(base_key, size)}
         for label_, ours_key, base_key, size in (
             ("(z) warm run, near-zero task, 1 host", "z.ours", "z.base", 1),
             ("(a) warm run, 1 host", "a.ours", "a.base", 1),
+            ("(b) no-op configure, 1 host", "b.ours", "b.base", 1),
+            ("(b) no-op configure, hosts contacted, 1 host", "b.ours-contact", "b.base", 1),
             *((f"(d) run, {size} hosts", f"d.ours.{size}", f"d.base.{size}", size) for size in FLEET_SIZES),
             *((f"(f) run, near-zero task, {size} hosts", f"f.ours.{size}", f"f.base.{size}", size)
-              for size in big_sizes))
+              for size in big_sizes),
+            *(((f"(g) sweep of {sweep_meta['runs']} runs, {sweep_meta['hosts']} hosts", "g.ours", "g.base",
+                sweep_meta["hosts"]),) if sweep_meta else ()))
         if ours_key in S or base_key in S]
-    if not big_sizes and "z.ours" not in S:
+    if not big_sizes and "z.ours" not in S and not sweep_row:
         per_host_rows = []  # a report of an older run, which measured none of this (its layout unchanged)
     memory_runs = []
     for key in ("e.ours.1", "e.base.1", "e.ours.8", "e.base.8", "e.ours.8.upload", "e.ours.8.free",
-                "e.ours.8.forks8", *(f"f.{side}.{size}" for size in big_sizes for side in ("ours", "base"))):
+                "e.ours.8.forks8", *(f"f.{side}.{size}" for size in big_sizes for side in ("ours", "base")),
+                "g.ours", "g.base"):
         results = n.peaks(key)
         if results:
             memory_runs.append({
@@ -267,7 +282,7 @@ def context(bench: Bench, started: datetime.datetime, wall: float, label: str) -
         "note": bench.meta.get("note", ""),
         "merged": bench.meta.get("merged", ""),
         "z_o": med("z.ours"), "z_b": med("z.base"), "lines": n.lines,
-        "big_rows": big_rows, "pss_rows": pss_rows, "per_host_rows": per_host_rows,
+        "big_rows": big_rows, "pss_rows": pss_rows, "per_host_rows": per_host_rows, "sweep_row": sweep_row,
         "cli_cases": ["(a)", "(b)", "(d)", "(e)", *(["(f)"] if big_rows else []),
                       *(["(z)"] if "z.ours" in S else [])],
         "wall": wall, "TARGETS": TARGETS,
@@ -283,7 +298,8 @@ def context(bench: Bench, started: datetime.datetime, wall: float, label: str) -
                      *((f"(d) run, {size} hosts", f"d.ours.{size}", f"d.base.{size}") for size in FLEET_SIZES),
                      *((("(z) warm run, near-zero task, 1 host", "z.ours", "z.base"),) if "z.ours" in S else ()),
                      *((f"(f) run, near-zero task, {size} hosts", f"f.ours.{size}", f"f.base.{size}")
-                       for size in big_sizes)],
+                       for size in big_sizes),
+                     *((("(g) sweep, submission to last result", "g.ours", "g.base"),) if sweep_row else ())],
         "sa": sa, "s8": s8, "profiles": profiles, "step_names": STEP_NAMES,
         "sa_modules": sum(r.get("modules") or 0 for r in sa["roles"]) if sa else 0,
         "sa_rsyncs": sum(r.get("rsyncs") or 0 for r in sa["roles"]) if sa else 0,
