@@ -31,7 +31,7 @@ STEPS = {
 # put RESULT_KEY in them, and facts it reads are known by their variable names.
 RESULT_KEY = "mlcube_ssh_result"
 RUN_RESULT = "run"  # follow: a run's state (running, rc, times, died) and its output since the last answer
-FETCH_RESULT = "fetch"  # synchronize, mode pull: the files brought back
+FETCH_RESULT = "fetch"  # synchronize, mode pull: the files brought back, and where to (fetch_dest)
 STOP_RESULT = "stop"  # stop: what a cancel found and did on the host
 LAUNCH_RESULT = "launch"  # launch: the run started (or was queued) on the host, in run_dir
 RUNS_RESULT = "runs"  # runs: every run of the cube on the host, newest first, with its state
@@ -40,7 +40,6 @@ PATHS_RESULT = "paths"  # paths: the remote paths, with `known` (what a warm run
 # A launch that found the host's copy changed since the last run (mlcube.ssh.launch's expect_synced) starts with
 # this: nothing started there, and the workflow runs the play again for that host with the full path.
 STALE_COPY = "the remote copy changed"
-FETCH_DEST_FACT = "_mlcube_ssh_fetch_dest"  # fetch: the local folder this host's results go to
 VALIDATE_ACTIONS = {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 QUIET_STEPS = {"check"}  # only reported when they fail
 SKIPPED_STATES = {"upload": "skipped, nothing changed since the last run"}
@@ -276,6 +275,7 @@ class Reporter:
                 report.lost = res["gave_up"]
         elif res.get(RESULT_KEY) == FETCH_RESULT:
             report.fetched += moved
+            report.fetch_dest = str(res.get("fetch_dest") or "") or report.fetch_dest
         elif res.get(RESULT_KEY) == LAUNCH_RESULT and kind == "runner_on_ok":
             report.launched, report.run_dir = True, res.get("run_dir") or report.run_dir
         elif res.get(RESULT_KEY) == RUNS_RESULT and kind == "runner_on_ok":
@@ -284,9 +284,6 @@ class Reporter:
             report.slots = {key: res.get(key) for key in ("gpus", "cpus", "source")}
         elif res.get(RESULT_KEY) == PATHS_RESULT and kind == "runner_on_ok" and isinstance(res.get("known"), dict):
             report.known_paths = dict(res["known"])
-        facts = res.get("ansible_facts")
-        if isinstance(facts, dict) and FETCH_DEST_FACT in facts:
-            report.fetch_dest = facts[FETCH_DEST_FACT]
         if kind == "runner_on_unreachable":
             self._fail(host, step, "unreachable: " + _reason(res))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):

@@ -18,7 +18,8 @@ ssh's 255) is started again after a backoff (1, 2, 4 … 30 s), for up to ``mlcu
 seconds since the connection was lost. rsync is idempotent, and with ``--partial-dir`` in the task's options
 a file cut off half-way is resumed from what arrived. The files every attempt moved are reported together.
 
-A pull says what it is, for the shim: ``mlcube_ssh_result: fetch`` (the files it lists came back).
+A pull says what it is, for the shim: ``mlcube_ssh_result: fetch`` (the files it lists came back), and where
+they went (``fetch_dest``, the local destination).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class ActionModule(SynchronizeAction):
         result: dict[str, Any] = super().run(tmp, task_vars)
         if pull:
             result["mlcube_ssh_result"] = "fetch"
+            # Where this host's results went (the shim keeps it: fetch records, per-host results folders).
+            result["fetch_dest"] = str(self._task.args.get("dest") or "").rstrip("/") or "/"
         return result
 
     def _execute_module(self, module_name: str | None = None, module_args: dict[str, Any] | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcube_ssh_ansible.fleet import FleetReporter
-from mlcube_ssh_ansible.report import FETCH_DEST_FACT, FETCH_RESULT, RESULT_KEY, RUN_RESULT, Reporter, group_by_reason
+from mlcube_ssh_ansible.report import FETCH_RESULT, RESULT_KEY, RUN_RESULT, Reporter, group_by_reason
 
 ROLES = {"check": "mlcube_ssh_preflight", "upload": "mlcube_ssh_upload", "remote run": "mlcube_ssh_remote_run",
          "fetch": "mlcube_ssh_fetch"}
@@ -36,10 +36,8 @@ def play(reporter: Reporter, hosts: list[str], *, fail: dict[str, str] | None = 
                 reporter(event("runner_on_ok", host, step, rc=0, stdout_lines=[f"hello from {host}", "done"],
                                **{RESULT_KEY: RUN_RESULT}))
             elif step == "fetch":
-                reporter(event("runner_on_ok", host, step,
-                               ansible_facts={FETCH_DEST_FACT: f"{workspace}/hosts/{host}"}))
                 reporter(event("runner_on_ok", host, step, changed=True, stdout_lines=[">f+++++++++ out.txt"],
-                               **{RESULT_KEY: FETCH_RESULT}))
+                               fetch_dest=f"{workspace}/hosts/{host}", **{RESULT_KEY: FETCH_RESULT}))
             else:
                 reporter(event("runner_on_ok", host, step, changed=step == "upload"))
     reporter({"event": "playbook_on_stats", "event_data": {}})

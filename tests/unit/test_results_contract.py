@@ -82,7 +82,7 @@ def test_every_result_kind_the_reporter_reads_is_returned_by_a_plugin() -> None:
 def test_every_fact_the_python_side_reads_is_set_by_a_role() -> None:
     set_facts = {key for task in all_tasks() for action in ("ansible.builtin.set_fact", "set_fact")
                  for key in (task.get(action) or {}) if isinstance(task.get(action), dict)}
-    for fact in (report.FETCH_DEST_FACT, doctor.CHECKS_FACT, check_mode.MISSING_FACT):
+    for fact in (doctor.CHECKS_FACT, check_mode.MISSING_FACT):
         assert fact in set_facts, fact
 
 
@@ -96,9 +96,8 @@ def test_what_a_run_returned_makes_the_report_whatever_the_tasks_are_named() -> 
 
     reporter(event("runner_on_ok", "mlcube_ssh_remote_run", rc=3, stdout_lines=["epoch 1"],
                    **{report.RESULT_KEY: report.RUN_RESULT}))
-    reporter(event("runner_on_ok", "mlcube_ssh_fetch", ansible_facts={report.FETCH_DEST_FACT: "/ws"}))
     reporter(event("runner_on_ok", "mlcube_ssh_fetch", changed=True, stdout_lines=[">f+++++++++ out.txt"],
-                   **{report.RESULT_KEY: report.FETCH_RESULT}))
+                   fetch_dest="/ws", **{report.RESULT_KEY: report.FETCH_RESULT}))
     reporter(event("runner_on_start", "mlcube_ssh_remote_run"))
     reporter(event("runner_on_failed", "mlcube_ssh_remote_run", msg="mlcube run failed on h with exit code 3"))
     reporter({"event": "playbook_on_stats", "event_data": {}})
