@@ -281,7 +281,7 @@ class Reporter:
         elif res.get(RESULT_KEY) == RUNS_RESULT and kind == "runner_on_ok":
             report.runs = [dict(run) for run in res.get("runs") or [] if isinstance(run, dict)]
         elif res.get(RESULT_KEY) == SLOTS_RESULT and kind == "runner_on_ok":
-            report.slots = {key: res.get(key) for key in ("gpus", "cpus", "source")}
+            report.slots = {key: res.get(key) for key in ("gpus", "cpus", "source", "waiting")}
         elif res.get(RESULT_KEY) == PATHS_RESULT and kind == "runner_on_ok" and isinstance(res.get("known"), dict):
             report.known_paths = dict(res["known"])
         if kind == "runner_on_unreachable":

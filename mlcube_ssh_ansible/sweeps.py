@@ -158,13 +158,15 @@ class HostSlots:
     free_gpus: int
     cpus: int
     free_cpus: int
+    waiting: int = 0  # runs already in the host's line: a new run waits behind them, free slots or not
 
     @staticmethod
     def of(found: Mapping[str, Any]) -> HostSlots:
         gpus = [gpu for gpu in found.get("gpus") or [] if gpu.get("state") != "busy"]
         cpus = found.get("cpus") or []
         return HostSlots(gpus=len(gpus), free_gpus=sum(1 for gpu in gpus if gpu.get("state") == "free"),
-                         cpus=len(cpus), free_cpus=sum(1 for cpu in cpus if cpu.get("state") == "free"))
+                         cpus=len(cpus), free_cpus=sum(1 for cpu in cpus if cpu.get("state") == "free"),
+                         waiting=int(found.get("waiting") or 0))
 
     def at_once(self, need: int) -> int:
         """How many runs needing `need` GPUs (0: a CPU-only slot) the host runs at once when it is idle."""
@@ -183,9 +185,11 @@ def place(needs: Sequence[int], hosts: Mapping[str, HostSlots]) -> list[Placemen
     """Plan each run (its GPUs needed, 0 = a CPU-only slot) on a host.
 
     1. In order, each run goes to a host with a free slot for it now: the one with the most free slots of that
-       kind (so the runs spread over the fleet), the first by name on a tie.
-    2. The rest are queued: each on the host where it would wait least, counting a host's queued runs in units
-       of what it runs at once (a host that runs twice as many at once gets twice as many queued).
+       kind (so the runs spread over the fleet), the first by name on a tie. A host whose line already holds
+       queued runs (`waiting`, of any user) has no free slot for a new run: it would wait behind them.
+    2. The rest are queued: each on the host where it would wait least, counting a host's queued runs (those
+       already waiting there and ours) in units of what it runs at once (a host that runs twice as many at once
+       gets twice as many queued).
     A host never gets a run that needs more GPUs than it has; a run that no host can ever run is refused,
     naming it. Only a plan: each host takes the leases itself, atomically, when its launcher starts the run."""
     names = sorted(hosts)
@@ -195,8 +199,8 @@ def place(needs: Sequence[int], hosts: Mapping[str, HostSlots]) -> list[Placemen
             wanted = f"{need} GPU(s)" if need else "a CPU-only slot"
             raise SweepError(f"run {index}", f"needs {wanted}, and no host has as many ({most or 'no host'})",
                              kind="sweep")
-    free_gpus = {name: hosts[name].free_gpus for name in names}
-    free_cpus = {name: hosts[name].free_cpus for name in names}
+    free_gpus = {name: 0 if hosts[name].waiting else hosts[name].free_gpus for name in names}
+    free_cpus = {name: 0 if hosts[name].waiting else hosts[name].free_cpus for name in names}
     plan: list[Placement | None] = [None] * len(needs)
     for index, need in enumerate(needs):
         free = free_gpus if need > 0 else free_cpus
@@ -205,12 +209,17 @@ def place(needs: Sequence[int], hosts: Mapping[str, HostSlots]) -> list[Placemen
             host = max(fits, key=lambda name: (free[name], -names.index(name)))
             free[host] -= max(need, 1)
             plan[index] = Placement(host, True)
-    waiting = {name: 0.0 for name in names}  # queued runs on the host, in units of its runs at once
+    waiting = {name: 0.0 for name in names}  # our runs queued on the host, in units of its runs at once
+
+    def wait(name: str, need: int) -> float:
+        """How long a run needing `need` would wait on the host, in units of its runs at once."""
+        return waiting[name] + (hosts[name].waiting + 1) / hosts[name].at_once(need)
+
     for index, need in enumerate(needs):
         if plan[index] is not None:
             continue
         fits = [name for name in names if hosts[name].at_once(need) > 0]
-        host = min(fits, key=lambda name: (waiting[name] + 1 / hosts[name].at_once(need), names.index(name)))
+        host = min(fits, key=lambda name: (wait(name, need), names.index(name)))
         waiting[host] += 1 / hosts[host].at_once(need)
         plan[index] = Placement(host, False)
     return [placement for placement in plan if placement is not None]

@@ -382,6 +382,8 @@ def describe_slots(found: Mapping[str, Any]) -> list[str]:
         lines.append("no GPU" + (" (no nvidia-smi)" if found.get("source") == "none" else ""))
     cpus = found.get("cpus") or []
     lines.append(f"cpu slots: {sum(1 for cpu in cpus if cpu.get('state') == 'free')} free of {len(cpus)}")
+    if found.get("waiting"):
+        lines.append(f"{found['waiting']} queued run(s) wait in line (a new run waits behind them)")
     return lines
 
 

@@ -66,15 +66,22 @@ source:
   description: Where the GPUs came from, V(nvidia-smi), V(declared) or V(none).
   returned: always
   type: str
+waiting:
+  description: How many queued runs wait in the host's line for slots (of every user of O(leases_dir)); a run
+    launched now waits behind them, even with free slots.
+  returned: always
+  type: int
 mlcube_ssh_result:
   description: V(slots), what this result is, for the mlcube-ssh-ansible shim.
   returned: always
   type: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlcube.ssh.plugins.module_utils.slots import (
-    LEASES_DIR, cpu_slots_of_host, describe, gpus_of_host)
+    LEASES_DIR, cpu_slots_of_host, describe, gpus_of_host, held)
 
 
 def main() -> None:
@@ -92,7 +99,18 @@ def main() -> None:
     if error:
         module.warn(error)
     slots = describe(params["leases_dir"], gpus, cpu_slots_of_host(params["cpu_slots"]))
-    module.exit_json(changed=False, source=source, mlcube_ssh_result="slots", **slots)
+    module.exit_json(changed=False, source=source, waiting=_waiting(params["leases_dir"]), mlcube_ssh_result="slots",
+                     **slots)
+
+
+def _waiting(folder: str) -> int:
+    """The live queued runs of the host's line (their waiting files are locked by their waiters); reads only."""
+    line = os.path.join(folder, "waiting")
+    try:
+        names = os.listdir(line)
+    except OSError:
+        return 0
+    return sum(1 for name in names if held(os.path.join(line, name)))
 
 
 if __name__ == "__main__":

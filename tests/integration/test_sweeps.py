@@ -198,6 +198,11 @@ def test_a_sweep_from_a_file_of_runs_is_cancelled_queued_runs_first(
     assert [run["parameters"] for run in manifest["runs"]] == [{"seconds_file": "long.txt", "lr": f"lr/{number}"}
                                                                for number in range(5)]
     assert sorted(run["state"] for run in manifest["runs"]) == ["queued"] + ["running"] * 4
+    # The slots play sees the line: no GPU free, and the queued run waiting on its host (placement counts it).
+    [queued_host] = [run["host"] for run in manifest["runs"] if run["state"] == "queued"]
+    found = sweep_workflow.read_slots(settings, job, lambda _: None)
+    assert {host: (slots.free_gpus, slots.waiting) for host, slots in found.items()} == {
+        host: (0, int(host == queued_host)) for host in ("gpu1", "gpu2")}
 
     stopped = cli("sweep-cancel", f"--mlcube={cube}", "--sweep", sweep_id)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

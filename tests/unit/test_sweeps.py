@@ -99,6 +99,14 @@ def test_placement_fills_free_slots_across_the_fleet_then_queues_in_proportion()
     assert all(not placed.now for placed in plan[6:])
 
 
+def test_placement_counts_the_runs_already_waiting_in_a_hosts_line() -> None:
+    """b has four free GPUs, but three runs (of anyone) wait in its line: a new run would wait behind them."""
+    hosts = {"a": HostSlots.of(slots("ff")), "b": HostSlots.of({**slots("ffff"), "waiting": 3})}
+    assert hosts["b"] == HostSlots(gpus=4, free_gpus=4, cpus=0, free_cpus=0, waiting=3)
+    assert sweeps.place([1] * 5, hosts) == [Placement("a", True), Placement("a", True), Placement("a", False),
+                                            Placement("a", False), Placement("b", False)]
+
+
 def test_placement_never_sends_a_run_where_it_cannot_run_and_refuses_what_no_host_can() -> None:
     hosts = {"small": HostSlots.of(slots("f", cpus=2)), "big": HostSlots.of(slots("llff", cpus=1))}
     assert sweeps.place([2, 2, 2], hosts) == [Placement("big", True), Placement("big", False),
