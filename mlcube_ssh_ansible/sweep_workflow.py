@@ -19,7 +19,7 @@ from . import records, secrets, sweeps
 from .errors import HostFailure, Interrupted
 from .execute import run_playbook
 from .render import Job, check_job, workspace_key
-from .report import Reporter, group_by_reason
+from .report import FETCH_RESULT, RESULT_KEY, Reporter, group_by_reason, moved_files
 from .settings import Settings
 from .workflow import (
     CancelReport,
@@ -183,27 +183,54 @@ def sweep_status(settings: Settings, job: Job, sweep_id: str | None = None, *,
 def sweep_fetch(settings: Settings, job: Job, manifest: dict[str, Any], *, write: Callable[[str], None] = print,
                 verbosity: int = 0) -> list[str]:
     """Bring back each ended run's results not fetched yet into its own folder, and put their checksums in the
-    manifest. One fetch (the attach play's fetch) per run, on its host only. Returns the run ids fetched."""
-    from .workflow import attach
-
+    manifest: one play (`sweep_fetch`) for the whole sweep, one rsync per run on its host. Returns the run ids
+    fetched; a run whose fetch failed is said in a line and tried again by the next call."""
+    wanted = [run for run in manifest["runs"] if run.get("state") in sweeps.ENDED_STATES and not run.get("fetched")]
+    if not wanted:
+        return []
+    plan: dict[str, list[dict[str, str]]] = {}
+    for run in wanted:
+        key = workspace_key(dataclasses.replace(job, workspace=str(run["results"])))
+        plan.setdefault(str(run["host"]), []).append({"run_id": run["run_id"], "workspace_key": key,
+                                                      "dest": str(run["results"])})
+    reporter = FetchReport(write=write)
+    _reporter(settings, reporter)
+    invocation = playbook_invocation("sweep_fetch", _hosts_settings(settings, sorted(plan)), job, verbosity=verbosity,
+                                     extra={"mlcube_ssh_sweep_fetch": plan})
+    run_playbook(invocation, reporter)
+    failures = reporter.failures()
     fetched = []
-    for run in manifest["runs"]:
-        if run.get("state") not in sweeps.ENDED_STATES or run.get("fetched"):
+    for run in wanted:
+        if run["run_id"] not in reporter.fetched:
+            why = reporter.failed.get(run["run_id"]) or \
+                (failures[run["host"]][1] if run["host"] in failures else "the fetch did not reach its host")
+            write(f"run {run['run_id']} on {run['host']}: results not fetched: {why}")
             continue
-        run_job = dataclasses.replace(job, workspace=str(run["results"]))
-        reporter = Reporter(write=write, show_steps=False)
-        try:
-            attach(_hosts_settings(settings, [run["host"]]), run_job, run_id=run["run_id"], follow=False,
-                   fetch=True, reporter=reporter, verbosity=verbosity)
-        except HostFailure as error:
-            write(f"run {run['run_id']} on {run['host']}: results not fetched: {error}")
-            continue
-        moved = [name for report in reporter.hosts.values() for name in report.fetched]
-        sweeps.update_from_fetch(manifest, run["run_id"], moved or None)
+        sweeps.update_from_fetch(manifest, run["run_id"], reporter.fetched[run["run_id"]] or None)
         run["fetched"] = True
         fetched.append(run["run_id"])
     sweeps.write_manifest(manifest)
     return fetched
+
+
+class FetchReport(Reporter):
+    """The sweep_fetch play's reporter: per run id, the files its rsync brought (or why it failed)."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(write=write, show_steps=False)
+        self.fetched: dict[str, list[str]] = {}
+        self.failed: dict[str, str] = {}
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        res = data.get("res") or {}
+        item = res.get("item")
+        if isinstance(item, dict) and item.get("run_id") and res.get(RESULT_KEY) == FETCH_RESULT:
+            if event.get("event") == "runner_item_on_ok":
+                self.fetched[str(item["run_id"])] = moved_files(res)
+            elif event.get("event") == "runner_item_on_failed":
+                self.failed[str(item["run_id"])] = str(res.get("msg") or "failed")
+        return super().__call__(event)
 
 
 def sweep_cancel(settings: Settings, job: Job, sweep_id: str | None = None, *,
