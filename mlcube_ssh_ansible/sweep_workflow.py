@@ -118,7 +118,7 @@ def sweep(settings: Settings, job: Job, parameters: Sequence[Mapping[str, str]],
              "task_args": sweeps.task_args(params), "gpus_needed": need_gpus, "now": placed.now})
     manifest = sweeps.new_manifest(sweep_id, job.cube_root, job.tasks, job.task_args, entries,
                                    hosts_pattern=settings.hosts if settings.inventory else str(settings.host),
-                                   need_gpus=need_gpus)
+                                   need_gpus=need_gpus, run_options=job.run_options, run_retries=job.run_retries)
     path = sweeps.write_manifest(manifest)
     # On each host, the runs with a free slot first (they take it), then those that wait, in order.
     plans = {host: [{key: value for key, value in run.items() if key != "now"}

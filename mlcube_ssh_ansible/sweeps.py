@@ -253,13 +253,17 @@ def sweep_folders(cube_root: str) -> list[str]:
 
 
 def new_manifest(sweep_id: str, cube_root: str, tasks: Sequence[str], fixed: Sequence[str],
-                 runs: Sequence[Mapping[str, Any]], *, hosts_pattern: str, need_gpus: int) -> dict[str, Any]:
-    """The manifest written before the sweep's play: every run planned, with its parameters and host."""
+                 runs: Sequence[Mapping[str, Any]], *, hosts_pattern: str, need_gpus: int,
+                 run_options: Sequence[str] = (), run_retries: int = 0) -> dict[str, Any]:
+    """The manifest written before the sweep's play: every run planned, with its parameters and host, and what
+    every run gets (task arguments, `mlcube run` options, retries: a run placed again starts as it was)."""
     return {
         "sweep_id": sweep_id,
         "cube": os.path.abspath(cube_root),
         "tasks": list(tasks),
         "task_args": list(fixed),
+        "run_options": list(run_options),
+        "run_retries": run_retries,
         "need_gpus": need_gpus,
         "hosts_pattern": hosts_pattern,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),

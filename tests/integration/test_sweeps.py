@@ -125,7 +125,7 @@ def test_a_grid_sweep_fills_the_free_gpus_queues_the_rest_and_records_every_run(
     assert not (cube / "sweeps").exists()
 
     started = cli("sweep", f"--mlcube={cube}", "--need-gpus", "1", "--grid", "lr=lr/0.1,lr/0.01",
-                  "--grid", "bs=bs/16,bs/32,bs/64")
+                  "--grid", "bs=bs/16,bs/32,bs/64", "--retries-on-failure", "1")
     assert started.returncode == 0, started.stdout + started.stderr
     manifest = sweeps.load_manifest(str(cube))
     sweep_id = manifest["sweep_id"]
@@ -147,7 +147,8 @@ def test_a_grid_sweep_fills_the_free_gpus_queues_the_rest_and_records_every_run(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     manifest = json.loads(sweeps.manifest_path(str(cube), sweep_id).read_text())
     runs = manifest["runs"]
-    assert [(run["state"], run["exit_code"]) for run in runs] == [("succeeded", 0)] * 6
+    assert [(run["state"], run["exit_code"], run["attempts"]) for run in runs] == [("succeeded", 0, 1)] * 6
+    assert (manifest["run_retries"], manifest["tasks"]) == (1, ["record"])
     for run in runs:
         assert f"{run['run_id']} on {run['host']}: succeeded (exit code 0) on gpu {run['devices']['gpus'][0]}" \
             in shown.stdout

@@ -126,11 +126,14 @@ def manifest_of(tmp_path: Path) -> dict[str, Any]:
     cube = tmp_path / "cube"
     runs = [sweeps.new_run(index, f"s1-00{index}", {"lr": str(index)}, "h1", index == 1,
                            sweeps.run_folder(str(cube), "s1", index, 2), 1) for index in (1, 2)]
-    return sweeps.new_manifest("s1", str(cube), ["train"], ["data=d"], runs, hosts_pattern="gpus", need_gpus=1)
+    return sweeps.new_manifest("s1", str(cube), ["train"], ["data=d"], runs, hosts_pattern="gpus", need_gpus=1,
+                               run_options=["--memory=8g"], run_retries=2)
 
 
 def test_the_manifest_follows_launches_hosts_and_fetches(tmp_path: Path) -> None:
     manifest = manifest_of(tmp_path)
+    assert {key: manifest[key] for key in ("tasks", "task_args", "run_options", "run_retries", "need_gpus")} == {
+        "tasks": ["train"], "task_args": ["data=d"], "run_options": ["--memory=8g"], "run_retries": 2, "need_gpus": 1}
     assert [run["results"] for run in manifest["runs"]] == [str(tmp_path / "cube/sweeps/s1/001"),
                                                              str(tmp_path / "cube/sweeps/s1/002")]
     sweeps.update_from_launch(manifest, {"s1-001": {"queued": False, "devices": {"gpus": [1]}, "started": "t1"},
