@@ -4,6 +4,7 @@ the test stops and starts again), one declared GPU each."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -105,7 +106,9 @@ def test_attach_fetches_every_run_and_replaces_a_dropped_hosts_waiting_runs(
     job = Job(str(cube), str(cube / "workspace"), tasks=("hold",))
     workflow.configure(settings, job, reporter=Reporter(write=lambda _: None))
     parameters = sweeps.expand([], sweeps.parse_grid(["hold=h1/yes,h2/yes,h3/no,h4/no"]))
-    manifest = sweep_workflow.sweep(settings, job, parameters, need_gpus=1, write=lambda _: None)
+    manifest = sweep_workflow.sweep(settings, dataclasses.replace(job, run_retries=1), parameters, need_gpus=1,
+                                    write=lambda _: None)
+    assert manifest["run_retries"] == 1
     sweep_id = manifest["sweep_id"]
     assert sorted((run["host"], run["state"]) for run in manifest["runs"]) == [
         ("drops", "queued"), ("drops", "running"), ("stable", "queued"), ("stable", "running")]
@@ -159,6 +162,7 @@ def test_attach_fetches_every_run_and_replaces_a_dropped_hosts_waiting_runs(
         assert {"path": "times/devices.txt", "size": 2, "sha256": sweeps._sha256(devices)} in run["outputs"]
     entry = next(run for run in final["runs"] if run["run_id"] == moved["run_id"])
     assert (entry["host"], entry["moved_from"], entry["cancelled_on"]) == ("stable", ["drops"], ["drops"])
+    assert (run_dir("stable", moved["run_id"]) / "retries").read_text() == "1"  # as the sweep gave it
     # The copy on `drops` never started: cancelled while it waited, no devices taken, nothing written.
     copy = run_dir("drops", moved["run_id"])
     assert (copy / "cancelled").exists() and not (copy / "started").exists() and not (copy / "devices").exists()
