@@ -227,9 +227,11 @@ class Bench:
         """Warm runs of the near-zero task on 32 and 64 hosts (one user each, the shared interpreter), both sides
         sampled for memory: the fixed cost per host, without a one-second task in the way."""
         lab = self.lab
-        for _ in range(self.reps_slow):
-            for n in lab.big_sizes:
-                warm = lab.masters_alive(lab.settings_of(lab.big_settings_files[n]), lab.hosts[:n])
+        for n in lab.big_sizes:  # each size's repetitions together: the other size's runs would outlast the masters
+            for _ in range(self.reps_slow):
+                settings = lab.settings_of(lab.big_settings_files[n])
+                lab.open_masters(settings, lab.hosts[:n])  # not timed: a warm run, as (a)'s (the baseline's run
+                warm = lab.masters_alive(settings, lab.hosts[:n])  # on 64 hosts may outlast ControlPersist)
                 result = ours_cli("run", lab.cubes[f"ours-big-{n}"], lab.big_settings_files[n], "line", sample=True)
                 result.note = f"{warm}/{n} masters warm"
                 self.record(f"f.ours.{n}", result)

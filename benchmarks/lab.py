@@ -155,6 +155,17 @@ class Lab:
         return ["ssh", "-F", "/dev/null", "-o", paths[0], "-p", str(h.port), "-O", command,
                 f"{h.user.name}@{h.address}"]
 
+    def open_masters(self, settings: Settings, hosts: Sequence[SshHost]) -> None:
+        """Open (or keep open) our connection master to each host, with mlcube-ssh-ansible's ssh options and so its
+        ControlPath, as the previous command would have left it: a big fleet's other runs (the baseline's, the other
+        size's) can outlast ControlPersist (60 s), and (f) measures warm runs."""
+        procs = [subprocess.Popen(["ssh", "-F", "/dev/null", *ssh_args(settings), "-i", str(h.user.identity_file),
+                                   "-p", str(h.port), f"{h.user.name}@{h.address}", "true"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for h in hosts]
+        for proc in procs:
+            proc.wait()
+        reap_adopted()
+
     def masters_alive(self, settings: Settings, hosts: Sequence[SshHost]) -> int:
         """How many of `hosts` have a live ssh connection master of ours (`ssh -O check`)."""
         return sum(subprocess.run(self._master_command(settings, h, "check"), capture_output=True,
