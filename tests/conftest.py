@@ -33,6 +33,7 @@ SLOWEST_FIRST: tuple[str, ...] = (
     "tests/integration/test_configure_run.py::test_configure_run_fetch_and_idempotence",
     "tests/integration/test_fleet.py::test_group_runs_in_parallel",
     "tests/integration/test_other_hosts.py::test_podman_host_through_platform_settings",
+    "tests/unit/test_sanity.py",
     "tests/integration/test_install.py",
     "tests/integration/test_host_faults.py",
     "tests/integration/test_network_faults.py",

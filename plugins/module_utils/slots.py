@@ -219,12 +219,12 @@ def describe(folder, gpus, cpu_slots):
     return {"gpus": gpus, "cpus": cpus}
 
 
-
 def run_quietly(argv, timeout=60):
     """(rc, out, err) of a short command; a command that cannot start or hangs (nvidia-smi does on a GPU that
     fell off the bus) is an error, never an exception."""
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              check=False)
     except (OSError, subprocess.SubprocessError) as error:
         return 1, "", str(error)
     return done.returncode, done.stdout, done.stderr

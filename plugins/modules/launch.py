@@ -70,7 +70,7 @@ options:
       - The upload stamp the copy must carry in O(sync_file), with its C(mlcube.yaml) in O(chdir), the command's
         program (a path) and the file C(MLCUBE_SYSTEM_SETTINGS) names (when set) still there; otherwise nothing
         starts and the call fails with RV(stale). For a warm run that skipped working out the paths and the
-        upload on the word of the last run (mlcube.ssh.paths' O(known)). Empty checks nothing.
+        upload on the word of the last run (O(mlcube.ssh.paths#module:known)). Empty checks nothing.
     type: str
     default: ''
   workspace:
@@ -821,7 +821,7 @@ def _wait_for_slots(run_dir: str, waiting, devices: dict) -> list:
     while True:
         guard = _guard(api, folder)
         try:
-            got, leases, _ = _try_slots(module, api, me=name)
+            got, leases, _why = _try_slots(module, api, me=name)
             if got is not None:
                 devices.update(got)
                 try:

@@ -238,7 +238,7 @@ def main() -> None:
             clear_synced=dict(type="bool", default=False),
             synced_expected=dict(type="str", default=""),
             group=dict(type="str", default=""),
-            workspace_key=dict(type="str", default=""),
+            workspace_key=dict(type="str", default="", no_log=False),
             known=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
