@@ -38,10 +38,16 @@ class Recorder(Reporter):
 
 
 def test_a_short_task_is_followed_by_its_launch_and_a_longer_one_by_the_follow_module(
-        tmp_path: Path, ssh_host: SshHost, settings_file) -> None:
+        tmp_path: Path, ssh_host: SshHost, settings_file, monkeypatch: pytest.MonkeyPatch) -> None:
     cube = example_cube(tmp_path)
     settings = platform_settings(settings_file(ssh_host))
     workflow.configure(settings, Job(str(cube), str(cube / "workspace")), reporter=Recorder())
+    # The short tasks' launches wait long enough for them to end however loaded the machine is (a `docker run`
+    # may take over the default 2 s then); the longer task below runs with the default.
+    invocation = workflow.playbook_invocation
+    wait = {"mlcube_ssh_launch_wait": 120}
+    monkeypatch.setattr(workflow, "playbook_invocation", lambda *args, **kwargs: invocation(
+        *args, **{**kwargs, "extra": {**(kwargs.get("extra") or {}), **wait}}))
 
     # A task that ends while the launch waits: the follow task's answer is the launch's (no second module call),
     # with the output shown once and the results fetched.
@@ -60,7 +66,9 @@ def test_a_short_task_is_followed_by_its_launch_and_a_longer_one_by_the_follow_m
     assert [answer.get("at_launch") for answer in failing.follows] == [True]
     assert any("failing on purpose with exit status 3" in line for line in failing.lines), failing.lines
 
-    # A task that outlives the launch's wait is followed by the module, from the start of its output.
+    # A task that outlives the launch's wait (the default 2 s) is followed by the module, from the start of its
+    # output.
+    wait.clear()
     (cube / "workspace" / "seconds.txt").write_text("4\n")
     longer = Recorder()
     workflow.run(settings, Job(str(cube), str(cube / "workspace"), ("sleep",)), reporter=longer)
