@@ -172,6 +172,9 @@ def merge_into(bench: Bench, other: dict) -> float:
     if meta.get("big_sizes"):
         bench.meta["big_sizes"] = meta["big_sizes"]
         bench.meta["hosts"] = str(max(int(bench.meta.get("hosts", 8)), int(meta.get("hosts", 8))))
+    for key in ("sweep", "sweep_run_seconds"):  # what (g)'s rows are computed from
+        if key in meta:
+            bench.meta[key] = meta[key]
     bench.meta["merged"] = " ".join(filter(None, [bench.meta.get("merged", ""), started]))
     return float(other["wall"])
 

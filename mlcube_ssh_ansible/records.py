@@ -30,7 +30,8 @@ def runs_dir(workspace: str) -> Path:
     return Path(workspace, RECORDS_DIR, "runs")
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """A file's sha256, read in blocks: the checksum a run record and a sweep manifest give each output."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -117,7 +118,7 @@ def host_results(reporter: Reporter, job: Job) -> dict[str, dict[str, Any]]:
         for name in sorted(set(report.fetched)):
             path = dest / name
             if path.is_file():
-                outputs.append({"path": name, "size": path.stat().st_size, "sha256": _sha256(path)})
+                outputs.append({"path": name, "size": path.stat().st_size, "sha256": sha256(path)})
         results[host] = {
             "tasks": list(job.tasks),
             "exit_code": report.run_rc,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import hashlib
 import io
 import itertools
 import json
@@ -27,7 +26,7 @@ import yaml
 
 from . import spec
 from .errors import SettingsError
-from .records import write_atomically
+from .records import sha256, write_atomically
 
 SWEEPS_DIR = "sweeps"
 MANIFEST = "manifest.json"
@@ -348,14 +347,6 @@ def update_from_hosts(manifest: dict[str, Any], listed: Mapping[str, Sequence[Ma
     return missing
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def update_from_fetch(manifest: dict[str, Any], run_id: str, fetched: Iterable[str] | None = None) -> dict[str, Any]:
     """After a run's results came back to its folder: its outputs (path, size, sha256). `fetched` names the
     files (relative to the folder); None lists every file there but our records."""
@@ -368,7 +359,7 @@ def update_from_fetch(manifest: dict[str, Any], run_id: str, fetched: Iterable[s
     for name in sorted(set(fetched)):
         path = folder / name
         if path.is_file():
-            outputs[name] = {"path": name, "size": path.stat().st_size, "sha256": _sha256(path)}
+            outputs[name] = {"path": name, "size": path.stat().st_size, "sha256": sha256(path)}
     run["outputs"] = [outputs[name] for name in sorted(outputs)]
     return run
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from mlcube_ssh_ansible import sweep_workflow, sweeps, workflow
+from mlcube_ssh_ansible import records, sweep_workflow, sweeps, workflow
 from mlcube_ssh_ansible.render import Job, remote_name
 from mlcube_ssh_ansible.report import Reporter
 from tests.hosts import Sshd, SshHost, example_cube, make_user, mlcube_settings
@@ -159,7 +159,7 @@ def test_attach_fetches_every_run_and_replaces_a_dropped_hosts_waiting_runs(
         assert (run["state"], run["exit_code"]) == ("succeeded", 0), run
         devices = Path(run["results"], "times", "devices.txt")
         assert devices.read_text() == "0\n", run  # fetched into the run's own folder
-        assert {"path": "times/devices.txt", "size": 2, "sha256": sweeps._sha256(devices)} in run["outputs"]
+        assert {"path": "times/devices.txt", "size": 2, "sha256": records.sha256(devices)} in run["outputs"]
     entry = next(run for run in final["runs"] if run["run_id"] == moved["run_id"])
     assert (entry["host"], entry["moved_from"], entry["cancelled_on"]) == ("stable", ["drops"], ["drops"])
     assert (run_dir("stable", moved["run_id"]) / "retries").read_text() == "1"  # as the sweep gave it
