@@ -18,19 +18,16 @@ dropped:
 from __future__ import annotations
 
 import dataclasses
-import getpass
-import os
-import socket
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 from . import records, secrets, sweeps
 from .execute import run_playbook
-from .render import Job, check_job, workspace_key
+from .render import Job, check_job
 from .report import Reporter
 from .settings import Settings
-from .sweep_workflow import SweepReport, _hosts_settings, read_slots, sweep_fetch, sweep_status
-from .workflow import _exclude_from, _preflight, _reporter, cancel, playbook_invocation, shared_inputs
+from .sweep_workflow import SweepReport, _hosts_settings, read_slots, sweep_fetch, sweep_invocation, sweep_status
+from .workflow import _preflight, _reporter, cancel
 
 
 def _unreachable(manifest: Mapping[str, Any]) -> dict[str, str]:
@@ -66,27 +63,16 @@ def replace_waiting(settings: Settings, job: Job, manifest: dict[str, Any], drop
     except sweeps.SweepError as error:
         write(f"cannot re-place the waiting runs of {', '.join(dropped)}: {error}")
         return []
-    by_host: dict[str, list[dict[str, Any]]] = {}
-    jobs: dict[str, Job] = {}
-    for run, placed in zip(waiting, plan):
-        jobs[run["run_id"]] = run_job(job, manifest, run)
-        by_host.setdefault(placed.host, []).append(
-            {"run_id": run["run_id"], "workspace_key": workspace_key(jobs[run["run_id"]]),
-             "task_args": sweeps.task_args(run.get("parameters") or {}), "gpus_needed": int(run.get("need_gpus") or 0),
-             "now": placed.now})
-    plans = {host: [{key: value for key, value in item.items() if key != "now"}
-                    for item in sorted(listed, key=lambda item: not item["now"])] for host, listed in by_host.items()}
-    extra = {"mlcube_ssh_sweep_runs": plans, "mlcube_ssh_shared_inputs": shared_inputs(next(iter(jobs.values()))),
-             "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} sweep "
-                                      f"{manifest['sweep_id']} (re-placed)"}
+    jobs = {run["run_id"]: run_job(job, manifest, run) for run in waiting}
     # The play's own variables are the sweep's (its tasks, fixed task arguments, retries); each run's are items.
     base = dataclasses.replace(job, run_id="", tasks=tuple(manifest.get("tasks") or job.tasks),
                                task_args=tuple(manifest.get("task_args") or ()),
                                run_options=tuple(manifest.get("run_options") or ()),
                                run_retries=int(manifest.get("run_retries") or 0))
-    invocation = playbook_invocation("sweep", _hosts_settings(settings, sorted(by_host)), base, extra=extra,
-                                     verbosity=verbosity, exclude_from=_exclude_from(job),
-                                     offered=secrets.read(settings.secrets))
+    invocation = sweep_invocation(
+        _hosts_settings(settings, sorted({placed.host for placed in plan})), base,
+        [(jobs[run["run_id"]], run.get("parameters") or {}, placed) for run, placed in zip(waiting, plan)],
+        f"sweep {manifest['sweep_id']} (re-placed)", verbosity=verbosity, offered=secrets.read(settings.secrets))
     reporter = _reporter(settings, SweepReport(write=write))
     assert isinstance(reporter, SweepReport)
     run_playbook(invocation, reporter)

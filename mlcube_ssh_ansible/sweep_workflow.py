@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import records, secrets, sweeps
 from .errors import HostFailure, Interrupted
-from .execute import run_playbook
+from .execute import Invocation, run_playbook
 from .render import Job, check_job, workspace_key
 from .report import FETCH_RESULT, RESULT_KEY, Reporter, group_by_reason, moved_files
 from .settings import Settings
@@ -65,6 +65,26 @@ def _hosts_settings(settings: Settings, hosts: Sequence[str]) -> Settings:
     return dataclasses.replace(settings, hosts=",".join(hosts)) if settings.inventory else settings
 
 
+def sweep_invocation(play_settings: Settings, job: Job,
+                     runs: Sequence[tuple[Job, Mapping[str, str], sweeps.Placement]], holder: str, *,
+                     verbosity: int = 0, offered: dict[str, str] | None = None) -> Invocation:
+    """The sweep play that starts `runs` (each its own job, parameters and placement) on `play_settings`' hosts:
+    per host (mlcube_ssh_sweep_runs) the runs with a free slot first (they take it), then those that wait, in
+    order. `sweep` and sweep-attach's re-placing both start runs with it. `holder` ends the run holder's text."""
+    by_host: dict[str, list[tuple[bool, dict[str, Any]]]] = {}
+    for run_job, params, placed in runs:
+        by_host.setdefault(placed.host, []).append((not placed.now, {
+            "run_id": run_job.run_id, "workspace_key": workspace_key(run_job),
+            "task_args": sweeps.task_args(params), "gpus_needed": run_job.gpus_needed}))
+    plans = {host: [item for _, item in sorted(listed, key=lambda pair: pair[0])] for host, listed in by_host.items()}
+    extra = {"mlcube_ssh_sweep_runs": plans,
+             "mlcube_ssh_shared_inputs": shared_inputs(runs[0][0]),
+             "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} {holder}"}
+    # _exclude_from is written now: it names every sweep folder, this one's too.
+    return playbook_invocation("sweep", play_settings, job, extra=extra, verbosity=verbosity,
+                               exclude_from=_exclude_from(job), offered=offered)
+
+
 def read_slots(settings: Settings, job: Job, write: Callable[[str], None],
                verbosity: int = 0) -> dict[str, sweeps.HostSlots]:
     """Every host's slots (the `slots` play). A host that fails is left out, with a line saying why; if every host
@@ -107,32 +127,22 @@ def sweep(settings: Settings, job: Job, parameters: Sequence[Mapping[str, str]],
     # Nothing on the hosts changed yet: the run folders, run records and the manifest are written first, so the
     # sweep's folder is excluded from the upload and every run can be found whatever happens next.
     entries = []
-    by_host: dict[str, list[dict[str, Any]]] = {}
     for index, ((run_job, params), placed) in enumerate(zip(runs, plan), start=1):
         Path(run_job.workspace).mkdir(parents=True, exist_ok=True)
         records.start_record(_hosts_settings(settings, [placed.host]), run_job)
         entries.append(sweeps.new_run(index, run_job.run_id, params, placed.host, placed.now,
                                       Path(run_job.workspace), need_gpus))
-        by_host.setdefault(placed.host, []).append(
-            {"run_id": run_job.run_id, "workspace_key": workspace_key(run_job),
-             "task_args": sweeps.task_args(params), "gpus_needed": need_gpus, "now": placed.now})
     manifest = sweeps.new_manifest(sweep_id, job.cube_root, job.tasks, job.task_args, entries,
                                    hosts_pattern=settings.hosts if settings.inventory else str(settings.host),
                                    need_gpus=need_gpus, run_options=job.run_options, run_retries=job.run_retries)
     path = sweeps.write_manifest(manifest)
-    # On each host, the runs with a free slot first (they take it), then those that wait, in order.
-    plans = {host: [{key: value for key, value in run.items() if key != "now"}
-                    for run in sorted(listed, key=lambda run: not run["now"])] for host, listed in by_host.items()}
-    extra = {"mlcube_ssh_sweep_runs": plans,
-             "mlcube_ssh_shared_inputs": shared_inputs(runs[0][0]),
-             "mlcube_ssh_run_holder": f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} sweep {sweep_id}"}
-    hosts = sorted(by_host)
+    hosts = sorted({placed.host for placed in plan})
     write(f"sweep {sweep_id}: starting {count} run(s) on {len(hosts)} host(s) ("
           f"{sum(1 for placed in plan if placed.now)} on free slots, the rest queued there); manifest {path}")
     play_settings = _hosts_settings(settings, hosts)
-    exclude_from = _exclude_from(job)  # written now: it names this sweep's folder
-    invocation = playbook_invocation("sweep", play_settings, job, extra=extra, verbosity=verbosity,
-                                     exclude_from=exclude_from, offered=offered)
+    invocation = sweep_invocation(play_settings, job, [(run_job, params, placed) for (run_job, params), placed
+                                                       in zip(runs, plan)],
+                                  f"sweep {sweep_id}", verbosity=verbosity, offered=offered)
     reporter = _reporter(settings, SweepReport(write=write))
     assert isinstance(reporter, SweepReport)
     with interruptible() as cancel:
