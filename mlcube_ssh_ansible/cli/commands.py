@@ -139,13 +139,10 @@ def run(mlcube: str | None, platform: str, workspace: str | None, params: tuple[
     arguments = parse_task_args(task_args)
     loaded = load(mlcube, platform, workspace, arguments, parse_params(params))
     job = loaded.job(select_tasks(task, loaded.tasks), arguments, run_options(options))
-    if need_gpus is not None and need_gpus < 0:
-        raise CommandLineError(f"--need-gpus {need_gpus}: give a number of GPUs, 0 for a CPU-only slot")
+    check_counts(need_gpus, run_retries)
     if queue and need_gpus is None:
         raise CommandLineError("--queue waits for slots: say how many the run needs with --need-gpus N "
                                "(0 for a CPU-only slot)")
-    if run_retries < 0:
-        raise CommandLineError(f"--retries-on-failure {run_retries}: give a number of retries, 0 or more")
     job = dataclasses.replace(job, detach=detach, run_id=workflow.new_run_id(),
                               gpus_needed=-1 if need_gpus is None else need_gpus, queue=queue,
                               run_retries=run_retries)
@@ -186,10 +183,7 @@ def sweep_command(mlcube: str | None, platform: str, workspace: str | None, para
     if workspace:
         raise CommandLineError("sweep: each run gets a workspace of its own (<cube>/sweeps/<sweep id>/<NNN>), with "
                                "the inputs of the cube's workspace/: drop --workspace")
-    if need_gpus < 0:
-        raise CommandLineError(f"--need-gpus {need_gpus}: give a number of GPUs, 0 for a CPU-only slot")
-    if run_retries < 0:
-        raise CommandLineError(f"--retries-on-failure {run_retries}: give a number of retries, 0 or more")
+    check_counts(need_gpus, run_retries)
     arguments = parse_task_args(task_args)
     parameters = sweeps.expand(arguments, sweeps.parse_grid(grid),
                                sweeps.read_runs(runs_file) if runs_file else None)
@@ -276,6 +270,14 @@ def sweep_cancel(mlcube: str | None, platform: str, workspace: str | None, param
     _, manifest = sweep_workflow.sweep_cancel(loaded.settings, loaded.job(), sweep_id, write=click.echo,
                                               verbosity=verbosity)
     click.echo(f"sweep {manifest['sweep_id']}: {sweep_summary(manifest)}")
+
+
+def check_counts(need_gpus: int | None, run_retries: int) -> None:
+    """`--need-gpus` and `--retries-on-failure` of run and sweep: counts, 0 or more (need-gpus may be unset)."""
+    if need_gpus is not None and need_gpus < 0:
+        raise CommandLineError(f"--need-gpus {need_gpus}: give a number of GPUs, 0 for a CPU-only slot")
+    if run_retries < 0:
+        raise CommandLineError(f"--retries-on-failure {run_retries}: give a number of retries, 0 or more")
 
 
 # ---------------------------------------------------------------------------------------- long runs
