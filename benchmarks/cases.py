@@ -133,6 +133,9 @@ class Bench:
             self.record("a.ours-api", ours_api("run", single, self.job("ours-single", "sleep")))
             self.record("z.ours", ours_cli("run", lab.cubes["ours-zero"], lab.single_settings_file, "line"))
             self.record("z.base", baseline("run", lab.baseline_hosts[1], lab.cubes["base-zero"], "line"))
+            # The same through our own command line, which has no MLCube CLI start-up in front of it.
+            self.record("z.tool", ours_tool(["run", f"--mlcube={lab.cubes['ours-zero']}", "--task=line"],
+                                            lab.single_settings_file))
 
     # -- (b) no-op configure --------------------------------------------------------------------------------
 
@@ -155,6 +158,8 @@ class Bench:
             if contact_file != lab.single_settings_file:
                 self.record("b.ours-contact", ours_cli("configure", lab.cubes["ours-single"], contact_file,
                                                        env=contact_cache))
+                self.record("b.tool-contact", ours_tool(["configure", f"--mlcube={lab.cubes['ours-single']}"],
+                                                        contact_file, env=contact_cache))
             with environment(contact_cache):
                 self.record("b.ours-api", ours_api("configure", contact, lab.job(lab.cubes["ours-single"])))
 

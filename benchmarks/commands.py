@@ -64,9 +64,10 @@ def ours_cli(command: str, cube: Path, settings_file: Path, task: str | None = N
     return run_process(argv, env=cli_env(settings_file) | (env or {}), sample=sample)
 
 
-def ours_tool(args: Sequence[str], settings_file: Path, sample: bool = False) -> Result:
+def ours_tool(args: Sequence[str], settings_file: Path, sample: bool = False,
+              env: dict[str, str] | None = None) -> Result:
     """Our own CLI (`mlcube-ssh-ansible ARGS`), e.g. `sweep` and `sweep-attach`, with the same environment."""
-    return run_process([str(TOOL), *args], env=cli_env(settings_file), sample=sample)
+    return run_process([str(TOOL), *args], env=cli_env(settings_file) | (env or {}), sample=sample)
 
 
 @contextlib.contextmanager
