@@ -134,13 +134,26 @@ def role_names() -> tuple[str, ...]:
 
 
 def argument_specs(role: str) -> dict[str, Any]:
-    """A role's meta/argument_specs.yml: its entry points' descriptions and the variables each declares."""
+    """A role's meta/argument_specs.yml: its entry points' descriptions and the variables each declares.
+
+    An entry point with `validates` (the preflight role's, one per playbook) declares every variable of the
+    entry points it names: the playbook validates them all once, there, and imports its other roles with
+    `rolespec_validate: false` (each validation is a task, a worker fork per host)."""
     entries: dict[str, Any] = {}
     for entry_point, about in spec()["roles"][role].items():
+        covered = about.get("validates") or {role: [entry_point]}
         options = {name: _option(entry) for name, entry in variables().items()
-                   if entry_point in entry.get("roles", {}).get(role, ())}
-        entries[entry_point] = {**about, "options": options}
+                   if any(point in entry.get("roles", {}).get(other, ())
+                          for other, points in covered.items() for point in points)}
+        entries[entry_point] = {**{key: value for key, value in about.items() if key != "validates"},
+                                "options": options}
     return {"argument_specs": entries}
+
+
+def playbook_entry_points() -> dict[str, dict[str, list[str]]]:
+    """Preflight entry point (named after its playbook) -> the role entry points whose variables it validates."""
+    return {name: dict(about["validates"]) for name, about in spec()["roles"]["mlcube_ssh_preflight"].items()
+            if "validates" in about}
 
 
 def role_defaults(role: str) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def test_reconnect_timeout_is_one_default_everywhere() -> None:
     for role in roles:
         defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
         assert defaults["mlcube_ssh_reconnect_timeout"] == DEFAULT_RECONNECT_TIMEOUT, role
-    assert spec_defaults()["mlcube_ssh_reconnect_timeout"] == [DEFAULT_RECONNECT_TIMEOUT] * 5  # + follow, fetch sweep
+    found = spec_defaults()["mlcube_ssh_reconnect_timeout"]  # + follow, fetch sweep, the playbooks' preflights
+    assert found == [DEFAULT_RECONNECT_TIMEOUT] * len(found) and len(found) >= 5, found
     row = re.search(r"^\| `reconnect_timeout` \| integer \| (\d+) \|", (ROOT / "docs" / "configuration.md").read_text(),
                     re.MULTILINE)
     assert row and int(row.group(1)) == DEFAULT_RECONNECT_TIMEOUT
