@@ -147,12 +147,15 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         cmdline.append("--ask-pass")
         passwords = {r"^SSH password:\s*?$": invocation.password}
     scrubbed = False
+    stats: dict[str, Any] = {}
 
     def handler(event: dict[str, Any]) -> bool:
         nonlocal scrubbed
         if not scrubbed:  # the command file is written before the first event: scrub it while the run goes on
             scrub(private)
             scrubbed = True
+        if event.get("event") == "playbook_on_stats":
+            stats.update(play_stats(event))
         return event_handler(event)
 
     try:
@@ -180,12 +183,22 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         keep(private)  # scrubbed and bounded, not left behind in the temporary folder
         raise
     rc = result.rc if isinstance(result.rc, int) else 1
-    outcome = Outcome(status=result.status, rc=rc, stats=result.stats or {})  # stats are read from disk
+    # Not result.stats: ansible-runner would read and parse every event file of the run again to find them.
+    outcome = Outcome(status=result.status, rc=rc, stats=stats)
     if invocation.keep_artifacts or rc != 0:
         outcome.artifacts = keep(private)
     else:
         shutil.rmtree(private, ignore_errors=True)
     return outcome
+
+
+STATS_KEYS = ("skipped", "ok", "dark", "failures", "ignored", "rescued", "processed", "changed")
+
+
+def play_stats(event: dict[str, Any]) -> dict[str, Any]:
+    """Per-host stats from the playbook_on_stats event, as ansible-runner's Runner.stats gives them."""
+    data = event.get("event_data") or {}
+    return {key: data.get(key, {}) for key in STATS_KEYS}
 
 
 def kept_dir() -> Path:

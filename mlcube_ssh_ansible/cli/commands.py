@@ -11,14 +11,12 @@ from typing import Any, Callable
 
 import click
 
-from .. import __version__, doctor, sweep_attach, sweep_workflow, sweeps, workflow
+from .. import __version__, workflow
 from ..errors import Interrupted, SshAnsibleError
 from ..render import Job
 from ..report import Reporter
 from ..settings import RUNNER_NAME, Settings
-from .check_mode import CheckReport
 from .config import PROG, RUN_OPTIONS, CommandLineError, load, parse_params, parse_task_args, run_options, select_tasks
-from .render_files import write_rendered
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # --log-level info shows Ansible's own output; debug adds ssh's account of each connection (-vvv).
@@ -100,6 +98,8 @@ def configure(mlcube: str | None, platform: str, workspace: str | None, params: 
     if not check:
         workflow.configure(loaded.settings, loaded.job(), verbosity=verbosity)
         return
+    from .check_mode import CheckReport  # imported by the command that uses it: every command pays for imports
+
     report = CheckReport()
     workflow.configure(loaded.settings, loaded.job(), reporter=report, check=True, verbosity=verbosity)
     for line in report.summary():
@@ -183,6 +183,8 @@ def sweep_command(mlcube: str | None, platform: str, workspace: str | None, para
     if workspace:
         raise CommandLineError("sweep: each run gets a workspace of its own (<cube>/sweeps/<sweep id>/<NNN>), with "
                                "the inputs of the cube's workspace/: drop --workspace")
+    from .. import sweep_workflow, sweeps
+
     check_counts(need_gpus, run_retries)
     arguments = parse_task_args(task_args)
     parameters = sweeps.expand(arguments, sweeps.parse_grid(grid),
@@ -226,6 +228,8 @@ def sweep_attach_command(mlcube: str | None, platform: str, workspace: str | Non
     folder as soon as it ends (exit code and output checksums in the manifest), and the waiting runs of a host
     that dropped re-placed on the others. Fails when some run did not succeed."""
     verbosity = _verbosity(log_level, verbose)
+    from .. import sweep_attach
+
     loaded = load(mlcube, platform, workspace, (), parse_params(params))
     manifest = sweep_attach.sweep_attach(loaded.settings, loaded.job(), sweep_id, replace_after=replace_after,
                                          poll=poll, write=click.echo, verbosity=verbosity)
@@ -247,6 +251,8 @@ def sweep_status(mlcube: str | None, platform: str, workspace: str | None, param
     """The sweep's queue as its hosts say: per run its host, state (queued, running, succeeded, failed, cancelled),
     devices and exit code. Updates the sweep's manifest."""
     verbosity = _verbosity(log_level, verbose)
+    from .. import sweep_workflow, sweeps
+
     loaded = load(mlcube, platform, workspace, (), parse_params(params))
     job = loaded.job()
     manifest = sweep_workflow.sweep_status(loaded.settings, job, sweep_id, write=click.echo, verbosity=verbosity)
@@ -267,6 +273,8 @@ def sweep_cancel(mlcube: str | None, platform: str, workspace: str | None, param
     hosts; says per host and run what happened, then the sweep's states."""
     verbosity = _verbosity(log_level, verbose)
     loaded = load(mlcube, platform, workspace, (), parse_params(params))
+    from .. import sweep_workflow
+
     _, manifest = sweep_workflow.sweep_cancel(loaded.settings, loaded.job(), sweep_id, write=click.echo,
                                               verbosity=verbosity)
     click.echo(f"sweep {manifest['sweep_id']}: {sweep_summary(manifest)}")
@@ -464,6 +472,8 @@ def render_command(mlcube: str | None, platform: str, workspace: str | None, par
     arguments = parse_task_args(task_args)
     loaded = load(mlcube, platform, workspace, arguments, parse_params(params))
     job = loaded.job(select_tasks(task, loaded.tasks, required=False), arguments, run_options(options))
+    from .render_files import write_rendered
+
     write_rendered(loaded, job, Path(out))
 
 
@@ -478,6 +488,8 @@ def doctor_command(mlcube: str | None, platform: str, workspace: str | None, par
     def load_settings() -> tuple[Settings, Job, str]:
         loaded = load(mlcube, platform, workspace, (), parse_params(params))
         return loaded.settings, loaded.job(), f"platform '{platform}' in {loaded.settings_file}"
+
+    from .. import doctor
 
     doctor.doctor(load_settings, write=click.echo, verbosity=verbosity)
 

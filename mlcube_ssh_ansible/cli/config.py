@@ -118,6 +118,14 @@ class Loaded:
                    tasks=tasks, task_args=task_args, run_options=options)
 
 
+def _registered(system: Any, platform: str) -> bool:
+    """The platform is in the system settings file and this runner is registered there: nothing for
+    update_installed_runners to add that this command needs. It imports every installed mlcube_* package to find
+    runners (mlcube_docker imports setuptools: ~0.1 s of CPU), which `mlcube` itself does on every command."""
+    section = system.platforms.get(platform) or {}
+    return section.get("runner") == RUNNER_NAME and RUNNER_NAME in system.runners
+
+
 def load(mlcube: str | None, platform: str, workspace: str | None = None, task_args: Sequence[str] = (),
          params: Sequence[str] = ()) -> Loaded:
     """The effective MLCube configuration, built as `mlcube configure|run` build it, and our settings."""
@@ -133,7 +141,9 @@ def load(mlcube: str | None, platform: str, workspace: str | None = None, task_a
         raise CommandLineError(f"--mlcube: {config_file} does not exist (name a cube or its mlcube.yaml)")
     settings_file = SystemSettings.system_settings_file()
     try:
-        system = SystemSettings().update_installed_runners()  # registers this runner, as `mlcube` does
+        system = SystemSettings()
+        if not _registered(system, platform):  # registers this runner, as `mlcube` does
+            system = system.update_installed_runners()
         platforms = dict(system.platforms)
     except Exception as error:  # a broken YAML file, a runner package that fails to import, ...
         problem = _one_line(error)

@@ -185,6 +185,36 @@ def test_a_platform_of_another_runner_is_refused(cube: Path, calls: list[dict[st
     assert_one_line_error(result, 2, "uses runner 'docker'")
 
 
+def test_a_registered_platform_loads_without_other_runners_or_unused_commands(cube: Path,
+                                                                            system_settings: Path) -> None:
+    """`run` imports neither the other installed runners (mlcube_docker brings setuptools: ~0.1 s of CPU), which
+    only registering a new runner needs, nor the modules of commands it does not run (doctor, sweeps, render)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from mlcube_ssh_ansible.cli import config; "
+              f"loaded = config.load({str(cube)!r}, 'ssh-ansible'); "
+              "print(loaded.settings.host, *sorted(name for name in sys.modules if name.split('.')[0] in "
+              "('mlcube_docker', 'distutils', 'setuptools') or name in ('mlcube_ssh_ansible.doctor', "
+              "'mlcube_ssh_ansible.sweep_workflow', 'mlcube_ssh_ansible.cli.render_files')))")
+    ran = subprocess.run([sys.executable, "-c", "import mlcube_ssh_ansible.cli; " + script],
+                         capture_output=True, text=True, check=False, env={**os.environ})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["127.0.0.2"]
+
+
+def test_an_unregistered_runner_is_registered_as_mlcube_does(cube: Path, calls: list[dict[str, Any]],
+                                                              system_settings: Path,
+                                                              platform_section: dict[str, Any]) -> None:
+    """A settings file without this runner gets it (and the runner's default platform) as `mlcube` would add it;
+    the platform section already there is kept."""
+    system_settings.write_text(yaml.safe_dump({"platforms": {"ssh-ansible": platform_section}}))
+    result = invoke("run", f"--mlcube={cube}", "--task=hello")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(system_settings.read_text())["runners"]["ssh-ansible"] == {"pkg": "mlcube_ssh_ansible"}
+    assert [call["settings"].host for call in calls] == ["127.0.0.2"]
+
+
 def test_host_failures_keep_their_exit_code(cube: Path, system_settings: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: Any, **__: Any) -> None:

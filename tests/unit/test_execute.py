@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -209,3 +210,26 @@ def test_the_payload_folder_changes_with_another_installed_collection(
     assert plugin.digest() == first
     manifest.write_text('{"collection_info": {"version": "1.10.0"}}')
     assert plugin.digest() != first
+
+
+def test_the_stats_are_those_ansible_runner_reads_from_the_events_on_disk(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outcome's per-host stats come from the stats event as it passes (ansible-runner's Runner.stats would
+    parse every event file of the run again): the same dict, for a host that failed and one that did not."""
+    import ansible_runner
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(PING_PLAY.replace("hosts: localhost", "hosts: all") +
+                        "    - ansible.builtin.fail: {msg: one fails}\n      when: inventory_hostname == 'two'\n")
+    hosts = {name: {"ansible_python_interpreter": sys.executable} for name in ("one", "two")}
+    invocation = Invocation(playbook=playbook, inventory={"all": {"hosts": hosts}}, extravars={}, keep_artifacts=True)
+
+    outcome = run_playbook(invocation, lambda _: True)
+
+    assert outcome.rc == 2 and outcome.artifacts
+    [artifacts] = Path(outcome.artifacts, "artifacts").iterdir()
+    reference = ansible_runner.Runner(config=types.SimpleNamespace(artifact_dir=str(artifacts)))
+    reference.status = "successful"
+    assert outcome.stats == reference.stats
+    assert outcome.stats["failures"] == {"two": 1} and outcome.stats["skipped"] == {"one": 1}
