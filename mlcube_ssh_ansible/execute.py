@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -20,6 +22,8 @@ EventHandler = Callable[[dict[str, Any]], bool]
 
 # How many kept private folders stay in kept_dir(): the newest ones, per user.
 KEEP_ARTIFACTS = 10
+# What runs the playbooks: ansible-playbook's main() with less fixed cost (ansible_playbook.py), by this Python.
+STARTER = "mlcube_ssh_ansible.ansible_playbook"
 # Files ansible-runner may write that hold the controller's environment (env/* only without suppress_env_files).
 _ENVIRONMENT_FILES = ("env/envvars", "env/passwords", "env/ssh_key", "env/cmdline", "env/settings")
 
@@ -140,7 +144,9 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
     # where no value can be marked as data.
     Path(private, "env").mkdir(mode=0o700)
     Path(private, "env", "extravars").write_text(_unsafe_yaml(invocation.extravars))
-    cmdline = ["--check", "--diff"] if invocation.check else []
+    # ansible-playbook through our starter (the same main(), with its collection metadata cache): the playbook
+    # is then ours to put on the command line (ansible-runner adds it only when it picks the binary itself).
+    cmdline = ["-m", STARTER, str(invocation.playbook), *(["--check", "--diff"] if invocation.check else [])]
     passwords = None
     if invocation.password is not None:
         # Answered in memory by ansible-runner; suppress_env_files keeps it out of env/passwords.
@@ -162,7 +168,7 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
         with secrets.served(invocation.secrets) as found:  # the values, from memory, while Ansible runs
             result = ansible_runner.run(
                 private_data_dir=private,
-                playbook=str(invocation.playbook),
+                binary=sys.executable,
                 inventory=[str(inventory_file), *invocation.extra_inventories],
                 envvars={**_without_secrets(_without_password(environment(invocation.host_key_checking),
                                                               invocation.password),
@@ -170,7 +176,7 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
                 forks=invocation.forks,
                 limit=invocation.limit,
                 tags=",".join(invocation.tags) or None,
-                cmdline=" ".join(cmdline) or None,
+                cmdline=shlex.join(cmdline),
                 verbosity=invocation.verbosity or None,
                 quiet=invocation.verbosity == 0,
                 event_handler=handler,

@@ -4,6 +4,7 @@ Real ansible-runner and ansible-playbook, on a local play (no host needed)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import types
@@ -233,3 +234,105 @@ def test_the_stats_are_those_ansible_runner_reads_from_the_events_on_disk(tmp_pa
     reference.status = "successful"
     assert outcome.stats == reference.stats
     assert outcome.stats["failures"] == {"two": 1} and outcome.stats["skipped"] == {"one": 1}
+
+
+# -- the starter (mlcube_ssh_ansible.ansible_playbook): ansible-playbook's main(), less fixed cost ---------------
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+OUTCOMES = {
+    "ok": ("ansible.builtin.debug: {msg: fine}", {}),
+    "failed": ("ansible.builtin.fail: {msg: failing on purpose}", {}),
+    # A real connection attempt on loopback, to a port where nothing listens.
+    "unreachable": ("ansible.builtin.ping:", {"ansible_connection": "ssh", "ansible_host": "127.0.0.1",
+                                              "ansible_ssh_common_args": "-o BatchMode=yes -o ConnectTimeout=5"}),
+    "bad play": ("ansible.builtin.no_such_module_here:", {}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OUTCOMES))
+def test_the_starter_ends_with_ansible_playbooks_exit_code_and_clean_up(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same exit code as plain ansible-playbook for each outcome, every event seen, and Ansible's local
+    temporary folder removed (the early exit runs what Python runs at exit)."""
+    import subprocess
+
+    from mlcube_ssh_ansible import assets
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    local_temp = tmp_path / "ansible-local"
+    local_temp.mkdir()
+    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(local_temp))
+    task, host_vars = OUTCOMES[kind]
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n    - {task}\n")
+    hosts = {"one": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                     "ansible_port": _closed_port(), **host_vars}}
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(execute._unsafe_yaml({"all": {"hosts": hosts}}))
+    plain = subprocess.run([str(Path(assets.ansible_bin_dir(), "ansible-playbook")), "-i", str(inventory),
+                            str(playbook)], capture_output=True, text=True, check=False,
+                           env={**os.environ, **execute.environment(False)})
+    assert list(local_temp.iterdir()) == []
+    events: list[dict[str, Any]] = []
+
+    outcome = run_playbook(Invocation(playbook=playbook, inventory={"all": {"hosts": hosts}}, extravars={},
+                                      host_key_checking=False), lambda event: events.append(event) or True)
+
+    assert outcome.rc == plain.returncode == {"ok": 0, "failed": 2, "unreachable": 4, "bad play": 4}[kind], \
+        plain.stdout + plain.stderr
+    assert list(local_temp.iterdir()) == []
+    if kind != "bad play":
+        assert [event["event"] for event in events][-1] == "playbook_on_stats"
+        assert outcome.stats["processed"] == {"one": 1}
+
+
+def test_a_cancelled_starter_is_ended_as_ansible_playbook_was(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (the workflow's cancel event) ends the play under the starter as it did plain ansible-playbook."""
+    import threading
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    playbook = tmp_path / "long.yml"
+    playbook.write_text(PING_PLAY.replace("ansible.builtin.ping:", "ansible.builtin.pause: {seconds: 600}"))
+    cancel = threading.Event()
+
+    def handler(event: dict[str, Any]) -> bool:
+        if event.get("event") == "runner_on_start":
+            cancel.set()
+        return True
+
+    outcome = run_playbook(Invocation(playbook=playbook, inventory={"all": {"hosts": {"localhost": {}}}},
+                                      extravars={}), handler, cancel)
+    assert (outcome.status, outcome.rc) == ("canceled", 254)
+
+
+def test_collection_metadata_is_parsed_once_per_text(tmp_path: Path) -> None:
+    from ansible.utils.collection_loader import _collection_meta
+
+    from mlcube_ssh_ansible import ansible_playbook
+
+    parsed: list[Any] = []
+
+    def parse(data: bytes | str, content_id: Any) -> Any:
+        parsed.append(content_id)
+        return _collection_meta._meta_yml_to_dict(data, content_id)
+
+    folder = tmp_path / "meta"
+    meta = ansible_playbook.cached(parse, folder)
+    builtin = (Path(_collection_meta.__file__).parents[2] / "config" / "ansible_builtin_runtime.yml").read_bytes()
+    first = meta(builtin, ("ansible.builtin", "runtime.yml"))
+    again = meta(builtin, ("ansible.builtin", "runtime.yml"))
+    assert first == again == _collection_meta._meta_yml_to_dict(builtin, None) and len(parsed) == 1
+    assert meta("requires_ansible: '>=2.15'\n", "a") == {"requires_ansible": ">=2.15"} and len(parsed) == 2
+    assert meta("requires_ansible: '>=2.16'\n", "b") == {"requires_ansible": ">=2.16"} and len(parsed) == 3
+    for kept in folder.glob("*.json"):
+        kept.write_text("{not json")  # a damaged entry is parsed again
+    assert meta(builtin, "c") == first and len(parsed) == 4
+    assert ansible_playbook._plain(first) and not ansible_playbook._plain({"a": 1})
