@@ -1,15 +1,17 @@
 """`python -m mlcube_ssh_ansible.ansible_playbook ARGS`: ansible-playbook ARGS, started with less fixed cost.
 
 Every command of the shim starts ansible-playbook once or more, and each start parses the same YAML again: the
-routing metadata of ansible.builtin (ansible-core's 370 kB `ansible_builtin_runtime.yml`) and of every collection
-it loads, ~0.07 s of CPU per start. Ansible reads it through one function, `_meta_yml_to_dict`, which it documents
-as replaceable by tools that cache its output (it is given a content id for that). This keeps its results, keyed by
-a digest of the YAML text itself, so an edited or upgraded runtime.yml is parsed anew and nothing stale is used.
+definitions of Ansible's settings (ansible-core's 90 kB `config/base.yml`, ~0.02 s of CPU) and the routing metadata
+of ansible.builtin (its 370 kB `ansible_builtin_runtime.yml`) and of every collection it loads (~0.07 s). This keeps
+what the parser made of each text, keyed by a digest of the text itself (an edited or upgraded file is parsed anew,
+nothing stale is used), and hands Ansible a fresh copy: the collection metadata through `_meta_yml_to_dict`, which
+Ansible documents as replaceable by tools that cache its output; the settings through ConfigManager's reader, put
+in place before `ansible.constants` creates the one ConfigManager.
 
 When ansible-playbook's `main()` has returned, the process ends without the interpreter's tear-down (see finish()).
 
 Everything else is ansible-playbook's own `main()`, with the same arguments, environment, output and exit code;
-plain `ansible-playbook` runs the same playbooks the same way, only without these two savings.
+plain `ansible-playbook` runs the same playbooks the same way, only without these savings.
 """
 
 from __future__ import annotations
@@ -24,41 +26,39 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-# Kept runtime.yml results: one small JSON file each (a few per ansible-core version and collection in use).
+# Kept parses: one JSON file each (three or four per ansible-core version and collections in use).
 KEEP = 32
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", "collection-meta")
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlcube-ssh-ansible", "yaml-parses")
 
 
-def cached(parse: Callable[[bytes | str, Any], Any], folder: Path) -> Callable[[bytes | str, Any], Any]:
-    """`parse`, answering from `folder` for YAML text it has parsed before (the same text, byte for byte).
+def cached(parse: Callable[[bytes | str, Any], Any], folder: Path, kind: str) -> Callable[[bytes | str, Any], Any]:
+    """`parse(text, context)`, answering from `folder` for a text it has parsed before (byte for byte, same `kind`
+    of parse). Only results that JSON gives back unchanged are kept (see _exact)."""
 
-    The results are what Ansible's parser gives with its BaseLoader: dicts, lists and strings only, which JSON
-    keeps exactly (a result of any other kind is not kept)."""
-
-    def meta_yml_to_dict(yaml_string_data: bytes | str, content_id: Any) -> Any:
-        raw = yaml_string_data.encode() if isinstance(yaml_string_data, str) else bytes(yaml_string_data)
-        path = folder / (hashlib.sha256(raw).hexdigest()[:40] + ".json")
+    def parse_cached(text: bytes | str, context: Any) -> Any:
+        raw = text.encode() if isinstance(text, str) else bytes(text)
+        path = folder / (hashlib.sha256(kind.encode() + b"\0" + raw).hexdigest()[:40] + ".json")
         with contextlib.suppress(OSError, ValueError):
             return json.loads(path.read_bytes())
-        result = parse(yaml_string_data, content_id)
-        if _plain(result):
+        result = parse(text, context)
+        if _exact(result):
             with contextlib.suppress(OSError):
                 _save(folder, path, json.dumps(result))
         return result
 
-    return meta_yml_to_dict
+    return parse_cached
 
 
-def _plain(value: Any) -> bool:
-    """Only dicts with string keys, lists and strings: what JSON gives back unchanged."""
+def _exact(value: Any) -> bool:
+    """Dicts with string keys, lists, strings, numbers, booleans and None: what JSON gives back unchanged."""
     if isinstance(value, dict):
-        return all(isinstance(key, str) and _plain(item) for key, item in value.items())
+        return all(isinstance(key, str) and _exact(item) for key, item in value.items())
     if isinstance(value, list):
-        return all(_plain(item) for item in value)
-    return isinstance(value, str)
+        return all(_exact(item) for item in value)
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _save(folder: Path, path: Path, text: str) -> None:
@@ -73,12 +73,29 @@ def _save(folder: Path, path: Path, text: str) -> None:
 
 
 def install() -> None:
-    """Put the cache in front of Ansible's collection metadata parser (before anything loads a collection)."""
+    """Put the cache in front of both parses, before anything reads a setting or loads a collection."""
+    from ansible.config.manager import ConfigManager
+    from ansible.module_utils.common.yaml import yaml_load
     from ansible.utils.collection_loader import _collection_finder
 
+    folder = cache_dir()
     parse = getattr(_collection_finder, "_meta_yml_to_dict", None)
     if parse is not None:
-        _collection_finder._meta_yml_to_dict = cached(parse, cache_dir())
+        _collection_finder._meta_yml_to_dict = cached(parse, folder, "collection-meta")
+    if "ansible.constants" in sys.modules or not hasattr(ConfigManager, "_read_config_yaml_file"):
+        return
+    read = ConfigManager._read_config_yaml_file
+    definitions = cached(lambda text, _: yaml_load(text) or {}, folder, "config-definitions")
+
+    def read_config_yaml_file(self: Any, yml_file: Any) -> Any:
+        try:
+            with open(yml_file, "rb") as file:
+                text = file.read()
+        except OSError:
+            return read(self, yml_file)  # Ansible's own error
+        return definitions(text, yml_file)
+
+    ConfigManager._read_config_yaml_file = read_config_yaml_file
 
 
 def exit_code(code: object) -> int:

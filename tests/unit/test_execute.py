@@ -325,14 +325,32 @@ def test_collection_metadata_is_parsed_once_per_text(tmp_path: Path) -> None:
         return _collection_meta._meta_yml_to_dict(data, content_id)
 
     folder = tmp_path / "meta"
-    meta = ansible_playbook.cached(parse, folder)
+    meta = ansible_playbook.cached(parse, folder, "collection-meta")
     builtin = (Path(_collection_meta.__file__).parents[2] / "config" / "ansible_builtin_runtime.yml").read_bytes()
     first = meta(builtin, ("ansible.builtin", "runtime.yml"))
     again = meta(builtin, ("ansible.builtin", "runtime.yml"))
     assert first == again == _collection_meta._meta_yml_to_dict(builtin, None) and len(parsed) == 1
     assert meta("requires_ansible: '>=2.15'\n", "a") == {"requires_ansible": ">=2.15"} and len(parsed) == 2
     assert meta("requires_ansible: '>=2.16'\n", "b") == {"requires_ansible": ">=2.16"} and len(parsed) == 3
+    assert ansible_playbook.cached(parse, folder, "another parse")(builtin, "c") == first and len(parsed) == 4
     for kept in folder.glob("*.json"):
         kept.write_text("{not json")  # a damaged entry is parsed again
-    assert meta(builtin, "c") == first and len(parsed) == 4
-    assert ansible_playbook._plain(first) and not ansible_playbook._plain({"a": 1})
+    assert meta(builtin, "d") == first and len(parsed) == 5
+    assert ansible_playbook._exact(first) and not ansible_playbook._exact({1: "a"})
+    assert not ansible_playbook._exact({"a": (1, 2)})
+
+
+def test_ansibles_settings_are_the_same_from_the_cache(tmp_path: Path) -> None:
+    """The definitions of Ansible's settings (config/base.yml), read before ansible.constants exists: the same
+    parse from the cache as without it (a fresh process each, as every ansible-playbook is)."""
+    import subprocess
+
+    script = ("import json, sys; from mlcube_ssh_ansible import ansible_playbook as starter; "
+              "sys.argv[1] == 'cached' and starter.install(); from ansible import constants; "
+              "print(json.dumps([constants.config._base_defs, constants.DEFAULT_LOCAL_TMP.rsplit('/', 1)[0], "
+              "constants.COLLECTIONS_PATHS], sort_keys=True, default=repr))")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, check=True, env=env,
+                           cwd=tmp_path).stdout for how in ("plain", "cached", "cached")]
+    assert runs[0] == runs[1] == runs[2] and "DEFAULT_LOCAL_TMP" in runs[0]
+    assert len(list((tmp_path / "cache" / "mlcube-ssh-ansible" / "yaml-parses").glob("*.json"))) == 1
