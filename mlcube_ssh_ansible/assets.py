@@ -31,6 +31,13 @@ COLLECTION = "mlcube.ssh"
 # never collide with other tags when a playbook is imported into a bigger play.
 TAG_REMOTE_RUN = "mlcube_ssh_remote_run"
 TAG_FETCH = "mlcube_ssh_fetch"
+TAG_UPLOAD = "mlcube_ssh_upload"
+# Tasks the shim leaves out (--skip-tags) when it knows before the play that every host would skip them by their
+# `when`: a task skipped by `when` still costs a worker fork per host (workflow.skipped_tags says when).
+TAG_PRUNE = "mlcube_ssh_prune"  # deleting results deleted locally: none were
+TAG_RESULTS_FOLDER = "mlcube_ssh_results_folder"  # the local hosts/ folder: one host, whose results go to the workspace
+TAG_SYSTEM_SETTINGS = "mlcube_ssh_system_settings"  # writing the platform settings' file: none are set
+TAG_RESULT = "mlcube_ssh_result"  # failing the hosts whose task failed: the shim's reporter does it (report.py)
 
 
 def collection_dir() -> Path:

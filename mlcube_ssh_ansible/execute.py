@@ -48,6 +48,7 @@ class Invocation:
     extra_inventories: Sequence[str] = ()
     forks: int = 20
     tags: Sequence[str] = ()
+    skip_tags: Sequence[str] = ()
     check: bool = False
     verbosity: int = 0
     host_key_checking: bool = True
@@ -176,6 +177,7 @@ def run_playbook(invocation: Invocation, event_handler: EventHandler,
                 forks=invocation.forks,
                 limit=invocation.limit,
                 tags=",".join(invocation.tags) or None,
+                skip_tags=",".join(invocation.skip_tags) or None,
                 cmdline=shlex.join(cmdline),
                 verbosity=invocation.verbosity or None,
                 quiet=invocation.verbosity == 0,

@@ -162,6 +162,18 @@ def _reason(res: dict[str, Any]) -> str:
     return " | ".join(line[:300] for line in causes[-1:] + tail)[:1500]
 
 
+def run_verdict(host: str, report: HostReport) -> str | None:
+    """Why a followed run failed (its exit code, or it died without one), None when it did not: the message of
+    the `result` tasks of mlcube_ssh_remote_run (roles/mlcube_ssh_remote_run/tasks/result.yml), word for word."""
+    if report.run_rc is not None:
+        return f"mlcube run failed on {host} with exit code {report.run_rc}" if report.run_rc != 0 else None
+    if not report.died:
+        return None
+    why = ("the host rebooted since it started" if report.rebooted
+           else "its processes are gone (killed, or out of memory)")
+    return f"the run died on {host} without an exit code: {why}"
+
+
 def moved_files(res: dict[str, Any]) -> list[str]:
     """Files rsync transferred, either way, from synchronize's result."""
     return rsync_items.parse(res.get("stdout_lines") or []).files_moved
@@ -195,6 +207,9 @@ class Reporter:
         self.prefix_hosts = prefix_hosts  # prefix the task's output with its host (fleets)
         self.hosts: dict[str, HostReport] = {}
         self.hidden: list[str] = []
+        # The play leaves out the `result` tasks (which fail the hosts whose task failed, after the fetch): the
+        # reporter gives their verdict from the run's final state instead, when the play ends.
+        self.fails_runs = False
 
     def hide(self, values: Iterable[str]) -> None:
         """Mask these values (secrets) in every line written and every failure reason from now on."""
@@ -212,6 +227,10 @@ class Reporter:
         if kind == "playbook_on_stats":
             for name in self.hosts:
                 self._close_step(name)
+            for name, report in self.hosts.items() if self.fails_runs else ():
+                verdict = run_verdict(name, report)
+                if verdict and report.failed_step is None:
+                    self._fail(name, STEPS["mlcube_ssh_remote_run"], verdict)
         host = data.get("host")
         if data.get("task_action") in VALIDATE_ACTIONS and kind != "runner_on_failed":
             return True  # role argument checks: noise unless they fail

@@ -92,13 +92,15 @@ def playbook_invocation(name: str, settings: Settings, job: Job, *, extra: dict[
         inventory, extravars = rendered(settings, job, exclude_from=exclude_from, pip_wheel=name == "configure")
     else:
         inventory, extravars = render(settings, job)
+    extravars = {**extravars, **(extra or {})}
     return Invocation(
         playbook=assets.playbook(name),
         inventory=inventory,
-        extravars={**extravars, **(extra or {})},
+        extravars=extravars,
         extra_inventories=[settings.inventory] if settings.inventory else [],
         forks=forks_for(settings, name),
         tags=tags,
+        skip_tags=() if check else skipped_tags(name, settings, inventory, extravars),
         check=check,
         verbosity=verbosity,
         host_key_checking=settings.host_key_checking != "off",
@@ -107,6 +109,32 @@ def playbook_invocation(name: str, settings: Settings, job: Job, *, extra: dict[
         secrets=offered or {},
         hidden={name: os.environ[name] for name in settings.secrets if name in os.environ},
     )
+
+
+def skipped_tags(name: str, settings: Settings, inventory: dict[str, Any], extravars: dict[str, Any]
+                 ) -> tuple[str, ...]:
+    """The tags of the tasks every host of the play would skip by their `when`, as known here before the play:
+    the shim leaves them out (--skip-tags), because a task skipped by `when` still costs a worker fork per host
+    (~20 ms of controller CPU). Plain ansible-playbook runs them, and their `when` decides as always.
+
+    Only what holds for every host: with an inventory, the hosts' own variables may differ from the settings."""
+    one_host = None if settings.inventory else next(iter(inventory["all"].get("hosts") or {}), None)
+    skipped: list[str] = []
+    if not extravars.get("mlcube_ssh_prune"):
+        skipped.append(assets.TAG_PRUNE)
+    if name == "run" and one_host and not extravars.get("mlcube_ssh_prune") \
+            and one_host in (extravars.get("mlcube_ssh_synced") or {}) \
+            and one_host in (extravars.get("mlcube_ssh_known_paths") or {}):
+        # The copy is the one the last run left: the launch checks that on the host, and when it is not, the play
+        # runs again for the host, with its upload (_with_retries).
+        skipped.append(assets.TAG_UPLOAD)
+    if one_host and not extravars.get("mlcube_ssh_per_host_results"):
+        skipped.append(assets.TAG_RESULTS_FOLDER)
+    if one_host and not settings.platform_settings:
+        skipped.append(assets.TAG_SYSTEM_SETTINGS)
+    if name in ("run", "attach"):
+        skipped.append(assets.TAG_RESULT)  # the reporter fails the hosts whose task failed (Reporter.fails_runs)
+    return tuple(skipped)
 
 
 def _preflight(settings: Settings) -> None:
@@ -343,7 +371,8 @@ def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter
         full = {name: {host: value for host, value in (invocation.extravars.get(name) or {}).items()
                        if host not in stale} for name in ("mlcube_ssh_synced", "mlcube_ssh_known_paths")}
         per_host = {"mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
-        retried = run_playbook(dataclasses.replace(invocation, limit=",".join(stale),
+        uploads = tuple(tag for tag in invocation.skip_tags if tag != assets.TAG_UPLOAD)
+        retried = run_playbook(dataclasses.replace(invocation, limit=",".join(stale), skip_tags=uploads,
                                                    extravars={**invocation.extravars, **full, **per_host}),
                                reporter, cancel)
         failed_elsewhere = set(reporter.failures()) - set(stale)
@@ -415,6 +444,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         **state.upload_vars(plan), **state.prune_vars(), **_handover_extra(settings)}
     invocation = playbook_invocation("run", settings, job, extra=extra, verbosity=verbosity,
                                      exclude_from=exclude_from, offered=offered)
+    reporter.fails_runs = assets.TAG_RESULT in invocation.skip_tags
     record = state.start_run()
     with interrupts() as signals:
         signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
@@ -540,6 +570,7 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
         extra["mlcube_ssh_per_host_results"] = True
     extra.update(_handover_extra(settings) if follow and fetch else {})
     invocation = playbook_invocation("attach", settings, job, tags=tags, verbosity=verbosity, extra=extra)
+    reporter.fails_runs = assets.TAG_RESULT in invocation.skip_tags
     with interruptible() as cancel:
         outcome = run_playbook(invocation, reporter, cancel)
         if follow and fetch:
