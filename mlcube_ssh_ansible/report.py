@@ -210,6 +210,9 @@ class Reporter:
         # The play leaves out the `result` tasks (which fail the hosts whose task failed, after the fetch): the
         # reporter gives their verdict from the run's final state instead, when the play ends.
         self.fails_runs = False
+        # Steps the play leaves out, known to be skipped on every host: shown as skipped all the same, before
+        # the host's first step after the check.
+        self.left_out: tuple[str, ...] = ()
 
     def hide(self, values: Iterable[str]) -> None:
         """Mask these values (secrets) in every line written and every failure reason from now on."""
@@ -259,6 +262,10 @@ class Reporter:
         step = self._step_of(report, data)
         if step != report.step and not any(done == step for done, _, _ in report.steps_done):
             self._close_step(host)
+            for left in self.left_out if step not in QUIET_STEPS else ():
+                if not any(done == left for done, _, _ in report.steps_done):
+                    report.steps_done.append((left, False, 0.0))
+                    self.step_done(host, left, SKIPPED_STATES.get(left, "skipped"), 0.0, 0)
             report.step, report.step_started = step, time.monotonic()
             report.step_changed, report.step_ran, report.step_files = False, False, 0
         return report

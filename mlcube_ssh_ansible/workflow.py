@@ -137,6 +137,14 @@ def skipped_tags(name: str, settings: Settings, inventory: dict[str, Any], extra
     return tuple(skipped)
 
 
+def _play(invocation: Invocation, reporter: Reporter, cancel: threading.Event | None = None) -> Outcome:
+    """run_playbook, with the reporter told what the play leaves out (skipped_tags): the upload it shows as
+    skipped, and the result tasks whose verdict it gives itself."""
+    reporter.left_out = ("upload",) if assets.TAG_UPLOAD in invocation.skip_tags and not invocation.tags else ()
+    reporter.fails_runs = assets.TAG_RESULT in invocation.skip_tags
+    return run_playbook(invocation, reporter, cancel)
+
+
 def _preflight(settings: Settings) -> None:
     """Controller-side checks and warnings, before any host is touched."""
     assets.check_controller(needs_sshpass=credentials.configured(settings))
@@ -348,7 +356,7 @@ def _follow_lost_hosts(settings: Settings, job: Job, reporter: Reporter, outcome
         playbook_invocation("attach", settings, job, tags=(assets.TAG_REMOTE_RUN, assets.TAG_FETCH), extra=extra,
                             verbosity=verbosity),
         limit=",".join(sorted(lost)))
-    retried = run_playbook(invocation, reporter, cancel)
+    retried = _play(invocation, reporter, cancel)
     failed_elsewhere = set(reporter.failures()) - set(lost)
     return retried if not failed_elsewhere else dataclasses.replace(retried, rc=retried.rc or outcome.rc)
 
@@ -363,7 +371,7 @@ def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter
 
     Every step is idempotent, so a rerun only finishes what the lost connection interrupted.
     """
-    outcome = run_playbook(invocation, reporter, cancel)
+    outcome = _play(invocation, reporter, cancel)
     stale = sorted(host for host, (_, reason) in reporter.failures().items() if reason.startswith(STALE_COPY))
     if stale and not cancel.is_set():  # their copy changed since the last run: this time work it out and upload
         for host in stale:
@@ -372,9 +380,9 @@ def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter
                        if host not in stale} for name in ("mlcube_ssh_synced", "mlcube_ssh_known_paths")}
         per_host = {"mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
         uploads = tuple(tag for tag in invocation.skip_tags if tag != assets.TAG_UPLOAD)
-        retried = run_playbook(dataclasses.replace(invocation, limit=",".join(stale), skip_tags=uploads,
-                                                   extravars={**invocation.extravars, **full, **per_host}),
-                               reporter, cancel)
+        retried = _play(dataclasses.replace(invocation, limit=",".join(stale), skip_tags=uploads,
+                                            extravars={**invocation.extravars, **full, **per_host}),
+                        reporter, cancel)
         failed_elsewhere = set(reporter.failures()) - set(stale)
         outcome = retried if not failed_elsewhere else dataclasses.replace(retried, rc=retried.rc or outcome.rc)
     for attempt in range(1, settings.retries + 1):
@@ -392,7 +400,7 @@ def _with_retries(invocation: Invocation, settings: Settings, reporter: Reporter
         per_host = {"mlcube_ssh_per_host_results": len(reporter.hosts) > 1}  # where results go stays put
         retry = dataclasses.replace(invocation, limit=",".join(sorted(lost)),
                                     extravars={**invocation.extravars, **per_host})
-        retried = run_playbook(retry, reporter, cancel)
+        retried = _play(retry, reporter, cancel)
         failed_elsewhere = set(reporter.failures()) - set(lost)
         outcome = retried if not failed_elsewhere else dataclasses.replace(retried, rc=retried.rc or outcome.rc)
     return outcome
@@ -444,7 +452,6 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
         **state.upload_vars(plan), **state.prune_vars(), **_handover_extra(settings)}
     invocation = playbook_invocation("run", settings, job, extra=extra, verbosity=verbosity,
                                      exclude_from=exclude_from, offered=offered)
-    reporter.fails_runs = assets.TAG_RESULT in invocation.skip_tags
     record = state.start_run()
     with interrupts() as signals:
         signals.notice = (f"still stopping run {job.run_id} on the remote hosts; Ctrl-C once more to abort "
@@ -469,8 +476,8 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
             run_playbook(playbook_invocation("cancel", settings, job, verbosity=verbosity), stopped, signals.abort)
             fetch = fetch_on_interrupt and not signals.abort.is_set()
             if fetch:
-                run_playbook(playbook_invocation("run", settings, job, tags=(assets.TAG_FETCH,), verbosity=verbosity),
-                             reporter, signals.abort)
+                _play(playbook_invocation("run", settings, job, tags=(assets.TAG_FETCH,), verbosity=verbosity),
+                      reporter, signals.abort)
                 state.remember_fetched(reporter)
         finally:
             state.finish_run(record, reporter)
@@ -570,9 +577,8 @@ def attach(settings: Settings, job: Job, *, run_id: str | None = None, reporter:
         extra["mlcube_ssh_per_host_results"] = True
     extra.update(_handover_extra(settings) if follow and fetch else {})
     invocation = playbook_invocation("attach", settings, job, tags=tags, verbosity=verbosity, extra=extra)
-    reporter.fails_runs = assets.TAG_RESULT in invocation.skip_tags
     with interruptible() as cancel:
-        outcome = run_playbook(invocation, reporter, cancel)
+        outcome = _play(invocation, reporter, cancel)
         if follow and fetch:
             outcome = _follow_lost_hosts(settings, job, reporter, outcome, cancel, verbosity)
     if cancel.is_set():

@@ -105,3 +105,15 @@ def test_the_reporter_fails_the_hosts_whose_task_failed_after_the_fetch() -> Non
     read = Reporter(write=lines.append)
     _play(read, 3)
     assert read.failures() == {}
+
+
+def test_an_upload_left_out_is_shown_as_skipped_before_the_hosts_next_step() -> None:
+    lines: list[str] = []
+    reporter = Reporter(write=lines.append)
+    reporter.left_out = ("upload",)
+    for role in ("mlcube_ssh_preflight", "mlcube_ssh_remote_run"):
+        reporter({"event": "runner_on_start", "event_data": {"host": "h1", "role": role}})
+        reporter({"event": "runner_on_ok", "event_data": {"host": "h1", "role": role, "res": {}}})
+    reporter({"event": "playbook_on_stats", "event_data": {}})
+    assert [line.split(" (")[0] for line in lines] == [
+        "h1: upload skipped, nothing changed since the last run", "h1: remote run ok"]
