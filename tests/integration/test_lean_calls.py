@@ -1,0 +1,128 @@
+"""Lean calls (issue 12, the host's side of a fleet): the actions of mlcube.ssh.follow and mlcube.ssh.launch send
+the module's code to the host's Python without the AnsiballZ payload when they can, and answer exactly as the
+module does; otherwise (here: no pipelining) the module runs as any other. On a real host over ssh, with plain
+`ansible`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlcube_ssh_ansible import assets
+from tests.hosts import SshHost, remote
+
+from .conftest import VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+# The keys of a follow answer that say the run's state and output (the action adds run_dir, cursor, ...).
+LAUNCH = ("mlcube.ssh.launch", ("run_dir", "lock"))  # the module, and the options kept apart between the calls
+STATE = ("stdout", "stderr", "stdout_lines", "stderr_lines", "offsets", "done", "died", "running", "rebooted",
+         "rc", "started", "ended", "changed", "failed", "msg")
+
+
+def adhoc(tmp_path: Path, host: SshHost, module: str, args: dict[str, Any], *extra: str) -> dict[str, Any]:
+    """`ansible HOST -m MODULE -vvv` over ssh with one-line JSON results: the host's answer, with `AnsiballZ`
+    true when a module payload was sent (its name shows in the verbose output)."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"h": {
+        "ansible_host": host.address, "ansible_port": host.port, "ansible_user": host.user.name,
+        "ansible_ssh_private_key_file": str(host.user.identity_file),
+        "ansible_ssh_common_args": f"-F /dev/null -o UserKnownHostsFile={host.known_hosts}",
+        "ansible_python_interpreter": "/usr/bin/python3"}}}}))
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
+           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.oneline",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOST_KEY_CHECKING": "True"}
+    run = subprocess.run([str(VENV_BIN / "ansible"), "h", "-i", str(inventory), "-m", module, "-a", json.dumps(args),
+                          "-vvv", *extra], capture_output=True, text=True, env=env, check=False, timeout=120)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("h | ")]
+    assert len(lines) == 1, run.stdout + run.stderr
+    return {**json.loads(lines[0].split("=> ", 1)[1]), "failed": lines[0].startswith("h | FAILED"),
+            "AnsiballZ": f"AnsiballZ_{module.rsplit('.', 1)[-1]}" in run.stdout}
+
+
+def both(tmp_path: Path, host: SshHost, args: dict[str, Any], module: str = "mlcube.ssh.follow",
+         apart: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lean answer (pipelining, the shim's way) and the module's (pipelining off) to the same question; the
+    options `apart` get "module" for "lean" in the second call (a launch's run folder and lock)."""
+    lean = adhoc(tmp_path, host, module, args)
+    by_module = adhoc(tmp_path, host, module, {k: v.replace("lean", "module") if k in apart else v
+                                               for k, v in args.items()}, "-e", "ansible_ssh_pipelining=false")
+    assert by_module["AnsiballZ"] and not lean["AnsiballZ"]  # the module ran in one, not in the other
+    return lean, by_module
+
+
+def state(answer: dict[str, Any]) -> dict[str, Any]:
+    return {key: answer[key] for key in STATE if key in answer}
+
+
+def test_follow_answers_lean_as_the_module_does(tmp_path: Path, ssh_host: SshHost) -> None:
+    run_dir = f"/tmp/lean-follow-{ssh_host.user.name}"
+    remote(ssh_host, "sh", "-c", f"rm -rf {run_dir} && mkdir -p {run_dir} && printf 'one\\ntwo\\npart' > "
+           f"{run_dir}/stdout.log && printf 'warn\\n' > {run_dir}/stderr.log && "
+           f"echo 2026-12-04T10:00:00.000+00:00 > {run_dir}/started", check=True)
+    # Still going (no exit code): complete lines only, read from the offsets given; `~` is the host's home.
+    question = {"run_dir": run_dir, "offsets": {"stdout": 4}, "wait": 0, "cursor": "c1"}
+    lean, module = both(tmp_path, ssh_host, question)
+    assert state(lean) == state(module)
+    assert lean["stdout"] == "two\n" and lean["offsets"] == {"stdout": 8, "stderr": 5} and not lean["done"]
+    assert lean["cursor"] == "c1" and lean["run_dir"] == run_dir and lean["mlcube_ssh_result"] == "run"
+
+    # Ended: everything, the exit code, and done.
+    remote(ssh_host, "sh", "-c", f"echo 3 > {run_dir}/rc && echo 2026-12-04T10:00:01.000+00:00 > {run_dir}/ended",
+           check=True)
+    lean, module = both(tmp_path, ssh_host, {**question, "offsets": {"stdout": 8, "stderr": 5}})
+    assert state(lean) == state(module)
+    assert lean["stdout"] == "part" and lean["rc"] == 3 and lean["done"] and lean["ended"].startswith("2026-12-04")
+
+    # The run folder given with `~` (the module's path type expands it on the host).
+    remote(ssh_host, "sh", "-c", f"rm -rf ~/lean-run && cp -r {run_dir} ~/lean-run", check=True)
+    lean, module = both(tmp_path, ssh_host, {"run_dir": "~/lean-run", "wait": 0, "rewind": True})
+    assert state(lean) == state(module) and lean["stdout"] == "one\ntwo\npart" and lean["rc"] == 3
+
+
+def test_follow_fails_lean_as_the_module_does(tmp_path: Path, ssh_host: SshHost) -> None:
+    gone = f"/tmp/lean-follow-none-{ssh_host.user.name}"
+    lean, module = both(tmp_path, ssh_host, {"run_dir": gone, "wait": 0})
+    assert lean["failed"] and lean["msg"] == module["msg"] == f"no such run on this host: {gone}", (lean, module)
+    # Options are checked as the module checks them (here on the controller, with the module's own spec).
+    lean, module = both(tmp_path, ssh_host, {"run_dir": gone, "wait": "soon"})
+    assert lean["failed"] and module["failed"] and "wait" in lean["msg"] and "float" in lean["msg"], lean
+
+
+def test_launch_answers_lean_as_the_module_does(tmp_path: Path, ssh_host: SshHost) -> None:
+    base = f"/tmp/launches-{ssh_host.user.name}"
+    remote(ssh_host, "sh", "-c", f"rm -rf {base} && mkdir -p {base}", check=True)
+    question = {"argv": ["/bin/sh", "-c", "echo out $TOKEN; echo err >&2; exit 3"], "chdir": "~",
+                "run_dir": f"{base}/lean-run", "lock": f"{base}/lean.lock", "secrets": {"TOKEN": "s3cr3t"},
+                "wait": 60, "holder": "test"}
+    lean, module = both(tmp_path, ssh_host, question, *LAUNCH)
+    same = ("changed", "done", "rc", "stdout", "stderr", "offsets", "queued", "devices", "shared", "died", "running",
+            "mlcube_ssh_result", "failed", "stdout_lines")
+    assert {k: lean.get(k) for k in same} == {k: module.get(k) for k in same}, (lean, module)
+    # The task ended within the wait, its exit code is the answer's, the secret reached it and is masked.
+    assert lean["done"] and lean["rc"] == 3 and lean["stdout"] == "out ********\n" and lean["stderr"] == "err\n"
+    assert lean["run_dir"] == f"{base}/lean-run" and isinstance(lean["pid"], int)
+    kept = remote(ssh_host, "cat", f"{base}/lean-run/rc", f"{base}/lean.lock", check=True).stdout
+    assert kept.startswith("3{") and '"holder": "test"' in kept
+
+    # A refusal: the same message, with the secret's value hidden (no_log) either way.
+    missing = {**question, "argv": [f"{base}/no-such-s3cr3t"], "wait": 0}
+    lean, module = both(tmp_path, ssh_host, missing, *LAUNCH)
+    assert lean["failed"] and module["failed"]
+    assert lean["msg"] == module["msg"] == f"{base}/no-such-******** does not exist on this host", (lean, module)
+    # A second launch into a busy workspace is refused by the lock, lean as by the module.
+    remote(ssh_host, "sh", "-c", f"rm -rf {base}/lean-run {base}/module-run", check=True)
+    long = {**question, "argv": ["/bin/sleep", "30"], "wait": 0, "secrets": {}}
+    first, _ = both(tmp_path, ssh_host, long, *LAUNCH)
+    assert first["changed"] and not first["done"]
+    lean, module = both(tmp_path, ssh_host, {**long, "run_dir": f"{base}/lean-second"}, *LAUNCH)
+    assert lean["failed"] and module["failed"] and lean["msg"].startswith("busy: run lean-run of this cube"), lean
+    assert module["msg"].startswith("busy: run module-run of this cube"), module
+    remote(ssh_host, "sh", "-c", f"kill -TERM $(cat {base}/lean-run/pid {base}/module-run/pid)")
