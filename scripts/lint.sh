@@ -60,12 +60,12 @@ run() {
     fi
 }
 
-# The collection's action, lookup and callback plugins run on the controller, so they are held to the shim's
-# rules. Its modules and the roles' scripts run on the hosts, with Python 3.8 and up: ruff checks them for
-# errors and for syntax newer than 3.8.
-run ruff .venv/bin/ruff check mlcube_ssh_ansible tests plugins/action plugins/lookup plugins/callback
+# The collection's action, lookup and callback plugins and plugin_utils run on the controller, so they are held to
+# the shim's rules. Its modules, module_utils and the roles' scripts run on the hosts, with Python 3.8 and up: ruff
+# checks them for errors and for syntax newer than 3.8.
+run ruff .venv/bin/ruff check mlcube_ssh_ansible tests plugins/action plugins/lookup plugins/callback plugins/plugin_utils
 run ruff-remote .venv/bin/ruff check --target-version py38 --select E,F,W,B --ignore B904,E402 \
-    plugins/modules roles/*/files
+    plugins/modules plugins/module_utils roles/*/files
 run mypy .venv/bin/mypy
 run ansible-lint .venv/bin/ansible-lint --profile production --nocolor playbooks roles
 
