@@ -18,7 +18,7 @@ from mlcube_ssh_ansible.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOOKUP = ROOT / "plugins" / "lookup" / "secret.py"
-LAUNCH = ROOT / "plugins" / "modules" / "launch.py"
+LAUNCH = ROOT / "plugins" / "module_utils" / "launcher.py"  # the work of mlcube.ssh.launch (standard library only)
 
 
 def load(path: Path) -> ModuleType:
