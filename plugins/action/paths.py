@@ -12,6 +12,11 @@ for that host with the full path (this call, the upload).
 
 Without O(known) (plain ansible-playbook, AWX, every other playbook) the module runs as always. Every answer
 carries ``known``: what to pass as O(known) next time.
+
+The action also makes the preflight's two checks, so that they cost no task of their own (each task is a worker
+fork per host on the controller): O(refuse), the settings check's reason, fails the task before anything is done
+(no host is contacted); O(launches) fails it after the answer when the cube cannot run on the host (its Python,
+or the platform settings' file, does not exist: it was not configured there).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 MODULE = "mlcube.ssh.paths"
@@ -46,25 +52,47 @@ def _cached(known: Any, key: str, expected: str) -> dict[str, Any] | None:
     return {name: known[name] for name in ANSWER_KEYS}
 
 
+def _cannot_launch(answer: Mapping[str, Any], args: Mapping[str, Any], host: str, settings_file: bool) -> str:
+    """Why the cube cannot run on the host, as the answer says (empty when it can)."""
+    if not answer.get("env_python_exists"):
+        fix = ("run `mlcube configure` first" if args.get("interpreter_type") == "virtualenv"
+               else "set interpreter.python to a Python that exists there")
+        return f"{answer.get('env_python')} does not exist on {host}: {fix}"
+    if settings_file and not answer.get("system_settings_exists"):
+        return f"{answer.get('system_settings')} does not exist on {host}: platform_settings are set, run " \
+               "`mlcube configure` first"
+    return ""
+
+
 class ActionModule(ActionBase):
     """Answers from O(known) when it applies, else runs the module; adds what to pass as O(known) next time."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset((*KEY_OPTIONS, "create", "clear_synced", "synced_expected", "known"))
+    _VALID_ARGS = frozenset((*KEY_OPTIONS, "create", "clear_synced", "synced_expected", "known", "refuse", "launches",
+                             "settings_file"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
         super().run(tmp, task_vars)
         args = dict(self._task.args)
         known = args.pop("known", None)
+        refused = str(args.pop("refuse", "") or "").strip()
+        launches = boolean(args.pop("launches", False), strict=False)
+        settings_file = boolean(args.pop("settings_file", False), strict=False)
+        if refused:
+            return {"failed": True, "msg": refused, **RESULT}
         key = options_key(args)
         expected = str(args.get("synced_expected") or "")
         answer = None if self._task.check_mode else _cached(known, key, expected)
         if answer is not None:
-            return {**answer, "synced": expected, "made_private": [], "changed": False, "cached": True,
-                    "known": {**answer, "key": key}, **RESULT}
-        result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
-        if not result.get("failed"):
-            result["known"] = {**{name: result.get(name) for name in ANSWER_KEYS}, "key": key}
-        result.update(RESULT, cached=False)
+            result = {**answer, "synced": expected, "made_private": [], "changed": False, "cached": True,
+                      "known": {**answer, "key": key}, **RESULT}
+        else:
+            result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+            if not result.get("failed"):
+                result["known"] = {**{name: result.get(name) for name in ANSWER_KEYS}, "key": key}
+            result.update(RESULT, cached=False)
+        unfit = _cannot_launch(result, args, str(task_vars.get("inventory_hostname", "")), settings_file)
+        if launches and unfit and not result.get("failed"):
+            result.update(failed=True, msg=unfit)
         return result

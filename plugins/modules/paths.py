@@ -79,6 +79,26 @@ options:
         workspace of its own, C(<state_dir>/workspaces/<workspace_key>), for a local C(--workspace).
     type: str
     default: ''
+  refuse:
+    description:
+      - Why the settings do not allow going on with this host (the preflight role's check); when not empty, the
+        action fails with it on the controller before anything else, without contacting the host. Ignored by the
+        module itself.
+    type: str
+    default: ''
+  launches:
+    description:
+      - The play starts the cube on this host; the action then fails, after the answer, when the environment's
+        Python does not exist there (or, with O(settings_file), the platform settings' file). Ignored by the
+        module itself.
+    type: bool
+    default: false
+  settings_file:
+    description:
+      - The host has platform settings, so with O(launches) their file (RV(system_settings)) must exist. Ignored by
+        the module itself.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -240,6 +260,9 @@ def main() -> None:
             group=dict(type="str", default=""),
             workspace_key=dict(type="str", default="", no_log=False),
             known=dict(type="dict", default={}),
+            refuse=dict(type="str", default=""),
+            launches=dict(type="bool", default=False),
+            settings_file=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
