@@ -10,8 +10,8 @@ call that starts the run, that the copy still carries the stamp, its mlcube.yaml
 vouches for the folders too). A copy that changed meanwhile starts nothing there, and the shim runs the play again
 for that host with the full path (this call, the upload).
 
-Without O(known) (plain ansible-playbook, AWX, every other playbook) the module runs as always. Every answer
-carries ``known``: what to pass as O(known) next time.
+Without O(known) (plain ansible-playbook, AWX, every other playbook) the module runs as always (a lean call where
+it can be, plugins/plugin_utils/lean.py). Every answer carries ``known``: what to pass as O(known) next time.
 
 The action also makes the preflight's two checks, so that they cost no task of their own (each task is a worker
 fork per host on the controller): O(refuse), the settings check's reason, fails the task before anything is done
@@ -27,6 +27,8 @@ from typing import Any, Mapping
 
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
+from ansible_collections.mlcube.ssh.plugins.modules import paths
+from ansible_collections.mlcube.ssh.plugins.plugin_utils.lean import LeanModuleAction
 
 MODULE = "mlcube.ssh.paths"
 RESULT = {"mlcube_ssh_result": "paths"}  # for the shim: it keeps the answer's `known` for the next run
@@ -64,16 +66,18 @@ def _cannot_launch(answer: Mapping[str, Any], args: Mapping[str, Any], host: str
     return ""
 
 
-class ActionModule(ActionBase):
-    """Answers from O(known) when it applies, else runs the module; adds what to pass as O(known) next time."""
+class ActionModule(LeanModuleAction):
+    """Answers from O(known) when it applies, else runs the module (a lean call where it can be); adds what to pass
+    as O(known) next time."""
 
-    TRANSFERS_FILES = False
+    MODULE = MODULE
+    SOURCE = paths
     _VALID_ARGS = frozenset((*KEY_OPTIONS, "create", "clear_synced", "synced_expected", "known", "refuse", "launches",
                              "settings_file"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
-        super().run(tmp, task_vars)
+        ActionBase.run(self, tmp, task_vars)  # not LeanModuleAction.run, which would call the module
         args = dict(self._task.args)
         known = args.pop("known", None)
         refused = str(args.pop("refuse", "") or "").strip()
@@ -88,7 +92,7 @@ class ActionModule(ActionBase):
             result = {**answer, "synced": expected, "made_private": [], "changed": False, "cached": True,
                       "known": {**answer, "key": key}, **RESULT}
         else:
-            result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+            result = self.answer(args, task_vars)
             if not result.get("failed"):
                 result["known"] = {**{name: result.get(name) for name in ANSWER_KEYS}, "key": key}
             result.update(RESULT, cached=False)

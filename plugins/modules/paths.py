@@ -245,27 +245,28 @@ def _private(module, paths, group, home, check):
     return changed
 
 
+# The options; the action plugin checks them on the controller too, for a lean call (plugin_utils/lean.py).
+ARGUMENT_SPEC = dict(
+    remote_root=dict(type="path", required=True),
+    remote_name=dict(type="str", required=True),
+    interpreter_type=dict(type="str", choices=["system", "virtualenv"], required=True),
+    python=dict(type="path", required=True),
+    venv_location=dict(type="path", required=True),
+    venv_name=dict(type="str", required=True),
+    create=dict(type="bool", default=False),
+    clear_synced=dict(type="bool", default=False),
+    synced_expected=dict(type="str", default=""),
+    group=dict(type="str", default=""),
+    workspace_key=dict(type="str", default="", no_log=False),
+    known=dict(type="dict", default={}),
+    refuse=dict(type="str", default=""),
+    launches=dict(type="bool", default=False),
+    settings_file=dict(type="bool", default=False),
+)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            remote_root=dict(type="path", required=True),
-            remote_name=dict(type="str", required=True),
-            interpreter_type=dict(type="str", choices=["system", "virtualenv"], required=True),
-            python=dict(type="path", required=True),
-            venv_location=dict(type="path", required=True),
-            venv_name=dict(type="str", required=True),
-            create=dict(type="bool", default=False),
-            clear_synced=dict(type="bool", default=False),
-            synced_expected=dict(type="str", default=""),
-            group=dict(type="str", default=""),
-            workspace_key=dict(type="str", default="", no_log=False),
-            known=dict(type="dict", default={}),
-            refuse=dict(type="str", default=""),
-            launches=dict(type="bool", default=False),
-            settings_file=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     root = params["remote_root"].rstrip("/") or "/"
     remote_dir = os.path.join(root, params["remote_name"])

@@ -96,17 +96,18 @@ def tree_digest(root: str, exclude: list, extra: str) -> str:
     return digest.hexdigest()
 
 
+# The options; the action plugin checks them on the controller too, for a lean call (plugin_utils/lean.py).
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", required=True),
+    exclude=dict(type="list", elements="str", default=[]),
+    extra=dict(type="str", default=""),
+    stamp=dict(type="path", required=True),
+    state=dict(type="str", choices=["check", "present"], default="check"),
+)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            exclude=dict(type="list", elements="str", default=[]),
-            extra=dict(type="str", default=""),
-            stamp=dict(type="path", required=True),
-            state=dict(type="str", choices=["check", "present"], default="check"),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     if not os.path.isdir(params["path"]):
         module.exit_json(changed=False, digest="", matched=False)

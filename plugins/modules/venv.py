@@ -294,21 +294,22 @@ def _without_distutils(found, requirements):
     return changed, None if named else DISTUTILS_PROVIDER
 
 
+# The options; the action plugin checks them on the controller too, for a lean call (plugin_utils/lean.py).
+ARGUMENT_SPEC = dict(
+    interpreter_type=dict(type="str", choices=["system", "virtualenv"], required=True),
+    python=dict(type="path", required=True),
+    venv_dir=dict(type="path", required=True),
+    requirements=dict(type="list", elements="str", default=[]),
+    check_script=dict(type="str", required=True),
+    check_input=dict(type="str", required=True),
+    min_python=dict(type="str", default="3.8"),
+    min_free_mb=dict(type="int", default=100),
+    probe=dict(type="bool", default=False),
+)
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            interpreter_type=dict(type="str", choices=["system", "virtualenv"], required=True),
-            python=dict(type="path", required=True),
-            venv_dir=dict(type="path", required=True),
-            requirements=dict(type="list", elements="str", default=[]),
-            check_script=dict(type="str", required=True),
-            check_input=dict(type="str", required=True),
-            min_python=dict(type="str", default="3.8"),
-            min_free_mb=dict(type="int", default=100),
-            probe=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     probe_only = params["probe"] or module.check_mode
     python = params["python"]

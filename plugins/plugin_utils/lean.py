@@ -6,10 +6,13 @@ files from it, compiled from the zip each time: ~0.15 s of the host's CPU per ca
 hosts), where the module's own work takes a few milliseconds. A fleet makes a launch and at least one follow call
 per host and run, so that cost is most of what a run adds on the hosts.
 
-The modules that run this way (launch, follow) keep their work in a module_utils file that needs only the standard
-library and ends in `lean_main(options)`. Their action plugins check the options here, with the module's own
-argument spec (a `path` is expanded on the host, as the module's `path` type does), send the file's text with a
-call of `lean_main` to the host's Python on stdin, and hide the no_log values in the answer as the module would.
+The modules that run this way keep their work in a module_utils file that needs only the standard library and ends
+in `lean_main(options)` (launch, follow), or are one file that imports nothing but the standard library and
+AnsibleModule, using only its params, check_mode, warn, exit_json and fail_json (paths, venv, stamp): there the
+import of AnsibleModule is replaced by a stand-in that has just those (`module_source`). Their action plugins check
+the options here, with the module's own argument spec (a `path` is expanded on the host, as the module's `path`
+type does), send the text to the host's Python on stdin, and hide the no_log values in the answer as the module
+would.
 The answer is the module's. This needs pipelining (the options, secrets among them, stay in memory on the host as
 with a pipelined module), no privilege escalation and a known Python (`ansible_python_interpreter` or one found
 earlier); otherwise the action runs the module as usual. Connection errors are raised the same either way.
@@ -25,15 +28,42 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
-# After the module_utils file's text: the options (JSON), their paths expanded on the host, then the call.
-_CALL = """
-import json as _lean_json, os as _lean_os
+# The options (JSON), their paths expanded on the host as the module's `path` type does.
+_OPTIONS = """
+import json as _lean_json, os as _lean_os, sys as _lean_sys
 _lean_options = _lean_json.loads({options!r})
 for _lean_name in {paths!r}:
     if _lean_options.get(_lean_name) is not None:
         _lean_options[_lean_name] = _lean_os.path.expanduser(_lean_os.path.expandvars(_lean_options[_lean_name]))
-lean_main(_lean_options)
 """
+# After a module_utils file's text: the options, then the call.
+_CALL = _OPTIONS + "lean_main(_lean_options)\n"
+# In a module's text, in place of its import of AnsibleModule: the options, and what the module uses of it.
+_STAND_IN = _OPTIONS + """
+
+class AnsibleModule:
+    \"\"\"Stand-in for a lean call (mlcube.ssh's plugin_utils/lean.py): options checked on the controller.\"\"\"
+
+    def __init__(self, argument_spec=None, supports_check_mode=False, **_ignored):
+        self.params, self.check_mode, self._warnings = _lean_options, {check!r}, []
+
+    def warn(self, warning, **_ignored):
+        self._warnings.append(str(warning))
+
+    def _answer(self, result, code):
+        if self._warnings:
+            result["warnings"] = self._warnings
+        _lean_sys.stdout.write(_lean_json.dumps(result) + "\\n")
+        raise SystemExit(code)
+
+    def exit_json(self, **result):
+        self._answer(result, 0)
+
+    def fail_json(self, msg, **result):
+        result.update(failed=True, msg=msg)
+        self._answer(result, 1)
+"""
+_IMPORT = "from ansible.module_utils.basic import AnsibleModule\n"
 _SOURCES: dict[str, str] = {}  # module_utils file -> its text, read once per process
 
 
@@ -51,9 +81,11 @@ def python_for(action: ActionBase, task_vars: Mapping[str, Any]) -> str | None:
 
 
 def call(action: ActionBase, python: str, source: str, spec: Mapping[str, Mapping[str, Any]], name: str,
-         args: Mapping[str, Any], accepts: Callable[[Mapping[str, Any]], bool] | None = None) -> dict[str, Any] | None:
-    """The answer of `lean_main` in the module_utils file `source` (a path) to `args`, run by `python`; None when
-    `accepts` refuses the checked options (then the module answers)."""
+         args: Mapping[str, Any], accepts: Callable[[Mapping[str, Any]], bool] | None = None,
+         module_source: bool = False) -> dict[str, Any] | None:
+    """The answer of `lean_main` in the module_utils file `source` (a path) to `args`, or with `module_source` of
+    the module file `source` run as a script, run by `python`; None when `accepts` refuses the checked options
+    (then the module answers)."""
     paths = sorted(option for option, rules in spec.items() if rules.get("type") == "path")
     checked = ArgumentSpecValidator({option: dict(rules, type="str") if option in paths else rules
                                      for option, rules in spec.items()}).validate(dict(args))
@@ -63,7 +95,14 @@ def call(action: ActionBase, python: str, source: str, spec: Mapping[str, Mappin
         return None
     if source not in _SOURCES:
         _SOURCES[source] = Path(source).read_text(encoding="utf-8")
-    script = _SOURCES[source] + _CALL.format(options=json.dumps(checked.validated_parameters), paths=paths)
+    options = json.dumps(checked.validated_parameters)
+    if module_source:
+        if _SOURCES[source].count(_IMPORT) != 1:
+            return None
+        stand_in = _STAND_IN.format(options=options, paths=paths, check=bool(action._task.check_mode))
+        script = _SOURCES[source].replace(_IMPORT, stand_in)
+    else:
+        script = _SOURCES[source] + _CALL.format(options=options, paths=paths)
     command = action._connection._shell.build_module_command(action._compute_environment_string(), "#!" + python,
                                                              "").strip()
     res = action._low_level_execute_command(command, sudoable=False, in_data=script.encode("utf-8"))
@@ -79,3 +118,27 @@ def call(action: ActionBase, python: str, source: str, spec: Mapping[str, Mappin
         if stream in answer and stream + "_lines" not in answer:
             answer[stream + "_lines"] = str(answer[stream] or "").splitlines()
     return answer
+
+
+class LeanModuleAction(ActionBase):
+    """The action of a module that runs lean as a script with the stand-in (see the docstring), else as usual."""
+
+    TRANSFERS_FILES = False
+    MODULE = ""  # its name, mlcube.ssh.NAME
+    SOURCE: Any = None  # the module itself (its ARGUMENT_SPEC and file)
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        task_vars = task_vars or {}
+        super().run(tmp, task_vars)
+        return self.answer(dict(self._task.args), task_vars)
+
+    def answer(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        """The module's answer to `args`: lean when it can be."""
+        python = python_for(self, task_vars)
+        result = None
+        if python:
+            result = call(self, python, self.SOURCE.__file__, self.SOURCE.ARGUMENT_SPEC, self.MODULE, args,
+                          module_source=True)
+        if result is None:
+            result = self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars)
+        return result

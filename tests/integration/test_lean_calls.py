@@ -1,5 +1,5 @@
-"""Lean calls (issue 12, the host's side of a fleet): the actions of mlcube.ssh.follow and mlcube.ssh.launch send
-the module's code to the host's Python without the AnsiballZ payload when they can, and answer exactly as the
+"""Lean calls (issue 12, the host's side of a run): the actions of mlcube.ssh.follow, launch, paths, venv and stamp
+send the module's code to the host's Python without the AnsiballZ payload when they can, and answer exactly as the
 module does; otherwise (here: no pipelining) the module runs as any other. On a real host over ssh, with plain
 `ansible`."""
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mlcube_ssh_ansible import assets
-from tests.hosts import SshHost, remote
+from tests.hosts import REPO_ROOT, SshHost, remote
 
 from .conftest import VENV_BIN
 
@@ -29,7 +29,7 @@ STATE = ("stdout", "stderr", "stdout_lines", "stderr_lines", "offsets", "done", 
 
 def adhoc(tmp_path: Path, host: SshHost, module: str, args: dict[str, Any], *extra: str) -> dict[str, Any]:
     """`ansible HOST -m MODULE -vvv` over ssh with one-line JSON results: the host's answer, with `AnsiballZ`
-    true when a module payload was sent (its name shows in the verbose output)."""
+    true when a module payload was sent (its name shows in the verbose output), and all `output`."""
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"h": {
         "ansible_host": host.address, "ansible_port": host.port, "ansible_user": host.user.name,
@@ -44,18 +44,23 @@ def adhoc(tmp_path: Path, host: SshHost, module: str, args: dict[str, Any], *ext
     lines = [line for line in run.stdout.splitlines() if line.startswith("h | ")]
     assert len(lines) == 1, run.stdout + run.stderr
     return {**json.loads(lines[0].split("=> ", 1)[1]), "failed": lines[0].startswith("h | FAILED"),
-            "AnsiballZ": f"AnsiballZ_{module.rsplit('.', 1)[-1]}" in run.stdout}
+            "AnsiballZ": f"AnsiballZ_{module.rsplit('.', 1)[-1]}" in run.stdout, "output": run.stdout + run.stderr}
 
 
 def both(tmp_path: Path, host: SshHost, args: dict[str, Any], module: str = "mlcube.ssh.follow",
-         apart: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+         apart: tuple[str, ...] = (), *extra: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The lean answer (pipelining, the shim's way) and the module's (pipelining off) to the same question; the
     options `apart` get "module" for "lean" in the second call (a launch's run folder and lock)."""
-    lean = adhoc(tmp_path, host, module, args)
+    lean = adhoc(tmp_path, host, module, args, *extra)
     by_module = adhoc(tmp_path, host, module, {k: v.replace("lean", "module") if k in apart else v
-                                               for k, v in args.items()}, "-e", "ansible_ssh_pipelining=false")
+                                               for k, v in args.items()}, "-e", "ansible_ssh_pipelining=false", *extra)
     assert by_module["AnsiballZ"] and not lean["AnsiballZ"]  # the module ran in one, not in the other
     return lean, by_module
+
+
+def bare(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer without what tells the two ways apart (the module's -vvv `invocation`, our `AnsiballZ`, `output`)."""
+    return {key: value for key, value in answer.items() if key not in ("invocation", "AnsiballZ", "output")}
 
 
 def state(answer: dict[str, Any]) -> dict[str, Any]:
@@ -126,3 +131,44 @@ def test_launch_answers_lean_as_the_module_does(tmp_path: Path, ssh_host: SshHos
     assert lean["failed"] and module["failed"] and lean["msg"].startswith("busy: run lean-run of this cube"), lean
     assert module["msg"].startswith("busy: run module-run of this cube"), module
     remote(ssh_host, "sh", "-c", f"kill -TERM $(cat {base}/lean-run/pid {base}/module-run/pid)")
+
+
+def test_stamp_answers_lean_as_the_module_does_also_in_check_mode(tmp_path: Path, ssh_host: SshHost) -> None:
+    base = f"/tmp/stamps-{ssh_host.user.name}"
+    remote(ssh_host, "sh", "-c", f"rm -rf {base} && mkdir -p {base}/tree && echo x > {base}/tree/a", check=True)
+    question = {"path": f"{base}/tree", "stamp": f"{base}/lean.stamp", "state": "present", "extra": "e"}
+    checked, checked_module = both(tmp_path, ssh_host, question, "mlcube.ssh.stamp", ("stamp",), "--check")
+    assert checked["changed"] and bare(checked) == bare(checked_module), (checked, checked_module)
+    assert remote(ssh_host, "ls", base, check=True).stdout.split() == ["tree"]  # check mode wrote nothing
+    lean, module = both(tmp_path, ssh_host, question, "mlcube.ssh.stamp", ("stamp",))
+    assert lean["changed"] and len(lean["digest"]) == 64 and lean["digest"] == module["digest"] == checked["digest"]
+    again, again_module = both(tmp_path, ssh_host, question, "mlcube.ssh.stamp", ("stamp",))
+    assert not again["changed"] and again["matched"] and not again_module["changed"] and again_module["matched"]
+    kept = remote(ssh_host, "cat", f"{base}/lean.stamp", f"{base}/module.stamp", check=True).stdout.split()
+    assert kept == [lean["digest"]] * 2
+
+
+def test_paths_and_venv_answer_lean_as_the_modules_do(tmp_path: Path, ssh_host: SshHost) -> None:
+    # paths: the same answer, and the same warning about a folder that is not private (the home folder, 0755).
+    remote(ssh_host, "chmod", "0755", ".", check=True)
+    question = {"remote_root": "~", "remote_name": "lean-cube", "interpreter_type": "system",
+                "python": "/usr/bin/python3", "venv_location": "~/.venvs", "venv_name": "v", "create": True}
+    made = "rm -rf ~/lean-cube ~/.mlcube-ssh-ansible"
+    remote(ssh_host, "sh", "-c", made, check=True)
+    lean = adhoc(tmp_path, ssh_host, "mlcube.ssh.paths", question)
+    remote(ssh_host, "sh", "-c", made, check=True)  # the module's call creates the same folders again
+    module = adhoc(tmp_path, ssh_host, "mlcube.ssh.paths", question, "-e", "ansible_ssh_pipelining=false")
+    assert module["AnsiballZ"] and not lean["AnsiballZ"]
+    assert bare(lean) == bare(module) and lean["changed"] and len(lean["made_private"]) == 3, (lean, module)
+    assert lean["remote_dir"] == f"{ssh_host.user.home}/lean-cube" and lean["env_python"] == "/usr/bin/python3"
+    assert "is not private" in lean["output"] and "is not private" in module["output"]  # Ansible's warning
+    remote(ssh_host, "chmod", "0700", ".", check=True)
+    # venv: the probe of a system Python (it runs the check script with that Python on the host).
+    check = (REPO_ROOT / "roles" / "mlcube_ssh_python_env" / "files" / "check_requirements.py").read_text()
+    probe = {"interpreter_type": "system", "python": "/usr/bin/python3", "venv_dir": "~/.venvs/v",
+             "requirements": ["no-such-package-h12==1.0"], "check_script": check,
+             "check_input": json.dumps({"requirements": ["no-such-package-h12==1.0"], "overrides": []}),
+             "probe": True}
+    lean, module = both(tmp_path, ssh_host, probe, "mlcube.ssh.venv")
+    assert bare(lean) == bare(module), (lean, module)
+    assert lean["missing"] == ["no-such-package-h12==1.0"] and lean["env_python"] == "/usr/bin/python3", lean
