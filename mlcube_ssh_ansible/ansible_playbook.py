@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -124,8 +125,43 @@ def finish(code: object) -> NoReturn:
     os._exit(status)
 
 
+# Linux's prctl option: the signal a process gets when the process that forked it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def workers_end_with_this_process() -> None:
+    """Each process this one forks (Ansible's workers) gets SIGTERM from the kernel when this one ends.
+
+    Ansible's workers start sessions of their own (setsid), so a cancel, which kills ansible-playbook's process
+    group (ansible-runner sends SIGKILL to it), does not reach them: a worker in the middle of a task (a follow
+    loop, a pause) went on alone, with nobody left to take its result, and stayed. SIGTERM ends a worker as
+    Ansible's own clean-up would. Only the processes forked by this one (not theirs) ask for it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return
+    main_pid = os.getpid()
+    forking = {"by": main_pid}
+
+    def before_fork() -> None:
+        forking["by"] = os.getpid()
+
+    def in_child() -> None:
+        if forking["by"] != main_pid:
+            return
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0 and os.getppid() != main_pid:
+            os.kill(os.getpid(), signal.SIGTERM)  # this process ended before the request was made
+
+    os.register_at_fork(before=before_fork, after_in_child=in_child)
+
+
 def main() -> None:
     install()
+    workers_end_with_this_process()
     from ansible.cli.playbook import main as ansible_playbook
 
     sys.argv[0] = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -311,6 +312,23 @@ def test_a_cancelled_starter_is_ended_as_ansible_playbook_was(tmp_path: Path,
     outcome = run_playbook(Invocation(playbook=playbook, inventory={"all": {"hosts": {"localhost": {}}}},
                                       extravars={}), handler, cancel)
     assert (outcome.status, outcome.rc) == ("canceled", 254)
+    # No process of the play stays: the worker in the pause (a session of its own) ends with ansible-playbook.
+    deadline = time.monotonic() + 20
+    while _processes_of(playbook) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_of(playbook) == []
+
+
+def _processes_of(playbook: Path) -> list[int]:
+    """The processes whose command line names `playbook` (ansible-playbook and its forked workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(playbook).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_collection_metadata_is_parsed_once_per_text(tmp_path: Path) -> None:
