@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 # The options (JSON), their paths expanded on the host as the module's `path` type does.
@@ -71,6 +72,8 @@ def python_for(action: ActionBase, task_vars: Mapping[str, Any]) -> str | None:
     """The host's Python for a lean call, or None when the call must go through the module."""
     if action._play_context.become or not action._is_pipelining_enabled("new"):
         return None
+    if not boolean(action._templar.template(task_vars.get("mlcube_ssh_lean_calls", True)), strict=False):
+        return None  # the host's (or play's) choice: ordinary module calls
     try:  # Ansible's own choice of a module's interpreter (a private helper: any change falls back to the module)
         from ansible.executor.module_common import _get_shebang
         _shebang, python = _get_shebang("/usr/bin/python", task_vars, action._templar, remote_is_local=bool(

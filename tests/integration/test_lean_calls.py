@@ -172,3 +172,16 @@ def test_paths_and_venv_answer_lean_as_the_modules_do(tmp_path: Path, ssh_host: 
     lean, module = both(tmp_path, ssh_host, probe, "mlcube.ssh.venv")
     assert bare(lean) == bare(module), (lean, module)
     assert lean["missing"] == ["no-such-package-h12==1.0"] and lean["env_python"] == "/usr/bin/python3", lean
+
+
+@pytest.mark.parametrize("value", ["false", "no"])
+def test_lean_calls_off_runs_the_module_as_usual(tmp_path: Path, ssh_host: SshHost, value: str) -> None:
+    """`mlcube_ssh_lean_calls: false` (per host or for the play): the module's payload goes, with pipelining on."""
+    run_dir = f"/tmp/lean-off-{ssh_host.user.name}"
+    remote(ssh_host, "sh", "-c", f"rm -rf {run_dir} && mkdir -p {run_dir} && printf 'one\\n' > {run_dir}/stdout.log"
+           f" && echo 0 > {run_dir}/rc", check=True)
+    question = {"run_dir": run_dir, "wait": 0}
+    lean = adhoc(tmp_path, ssh_host, "mlcube.ssh.follow", question)
+    off = adhoc(tmp_path, ssh_host, "mlcube.ssh.follow", question, "-e", f"mlcube_ssh_lean_calls={value}")
+    assert not lean["AnsiballZ"] and off["AnsiballZ"], (lean["output"][-2000:], off["output"][-2000:])
+    assert state(lean) == state(off) and off["stdout"] == "one\n" and off["rc"] == 0 and off["done"]
