@@ -8,9 +8,7 @@ to the host's Python (a lean call, plugins/plugin_utils/lean.py: ~0.03 s of the 
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import sys
 import time
 
 STREAMS = ("stdout", "stderr")
@@ -133,9 +131,14 @@ def answer(run_dir: str, offsets: dict, cursor: str = "default", wait: float = 5
     return result
 
 
-def lean_main(options: dict) -> None:
-    """Entry of a lean call (plugins/plugin_utils/lean.py): the options, checked against ARGUMENT_SPEC on the
-    controller, paths expanded; prints the answer."""
-    options = dict(options)
-    options.pop("reconnect_timeout", None)
-    sys.stdout.write(json.dumps(answer(**options)) + "\n")
+def follow(module) -> None:
+    """Answer through `module` (the module's AnsibleModule, or lean.py's stand-in for it): the run's new output
+    and state, or the failure."""
+    options = {name: value for name, value in module.params.items() if name != "reconnect_timeout"}
+    result = answer(**options)
+    if result.get("failed"):
+        module.fail_json(msg=result["msg"])
+    module.exit_json(**result)
+
+
+lean_main = follow  # the entry of a lean call (plugins/plugin_utils/lean.py)

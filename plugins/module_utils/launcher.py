@@ -3,7 +3,7 @@
 
 The module wraps it in AnsibleModule. Its action plugin may also send this file's text as it is to the host's
 Python (a lean call, plugins/plugin_utils/lean.py), which saves ~0.15 s of the host's CPU per launch; then
-`lean_main` stands in for the module with a LeanModule. Runs that take slots or may be retried always go through
+`lean_main` gets lean.py's stand-in for AnsibleModule. Runs that take slots or may be retried always go through
 the module (they use the slots helpers of module_utils/slots.py and AnsibleModule.run_command).
 """
 
@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -432,8 +431,8 @@ def _not_as_left(params: dict) -> str:
 
 
 def launch(module) -> None:
-    """Check, record and start the run, then answer through `module` (an AnsibleModule, or a LeanModule): its
-    exit_json and fail_json end the process."""
+    """Check, record and start the run, then answer through `module` (an AnsibleModule, or lean.py's stand-in for
+    it): its exit_json and fail_json end the process."""
     params = module.params
     if params["run_retries"] < 0:
         module.fail_json(msg="run_retries: %d is not a number of retries (0 or more)" % params["run_retries"])
@@ -680,28 +679,6 @@ def _start_detached(argv: list, chdir: str, run_dir: str, secrets: dict, devices
     return None
 
 
-class LeanModule:
-    """What launch() uses of AnsibleModule, for a lean call: the options (checked on the controller against
-    ARGUMENT_SPEC, paths expanded), and an answer printed as JSON that ends the process."""
-
-    check_mode = False
-
-    def __init__(self, params: dict) -> None:
-        self.params = params
-
-    def exit_json(self, **result) -> None:
-        sys.stdout.write(json.dumps(result) + "\n")
-        raise SystemExit(0)
-
-    def fail_json(self, **result) -> None:
-        result["failed"] = True
-        sys.stdout.write(json.dumps(result) + "\n")
-        raise SystemExit(1)
-
-    def run_command(self, *_args, **_kwargs):
-        raise NotImplementedError("runs with slots go through the module")
-
-
-def lean_main(options: dict) -> None:
-    """Entry of a lean call (plugins/plugin_utils/lean.py)."""
-    launch(LeanModule(dict(options)))
+def lean_main(module) -> None:
+    """Entry of a lean call (plugins/plugin_utils/lean.py): `module` is its stand-in for AnsibleModule."""
+    launch(module)

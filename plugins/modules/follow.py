@@ -162,17 +162,11 @@ mlcube_ssh_result:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mlcube.ssh.plugins.module_utils.follow_state import ARGUMENT_SPEC, answer
+from ansible_collections.mlcube.ssh.plugins.module_utils.follow_state import ARGUMENT_SPEC, follow
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    params = module.params
-    result = answer(params["run_dir"], params["offsets"], cursor=params["cursor"], wait=params["wait"],
-                    batch=params["batch"], max_bytes=params["max_bytes"], rewind=params["rewind"])
-    if result.get("failed"):
-        module.fail_json(msg=result["msg"])
-    module.exit_json(**result)
+    follow(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ files from it, compiled from the zip each time: ~0.15 s of the host's CPU per ca
 hosts), where the module's own work takes a few milliseconds. A fleet makes a launch and at least one follow call
 per host and run, so that cost is most of what a run adds on the hosts.
 
-The modules that run this way keep their work in a module_utils file that needs only the standard library and ends
-in `lean_main(options)` (launch, follow), or are one file that imports nothing but the standard library and
-AnsibleModule, using only its params, check_mode, warn, exit_json and fail_json (paths, venv, stamp): there the
-import of AnsibleModule is replaced by a stand-in that has just those (`module_source`). Their action plugins check
+The modules that run this way use only the params, check_mode, warn, exit_json and fail_json of AnsibleModule, and
+a stand-in with just those takes its place on the host: either the module keeps its work in a module_utils file
+that needs only the standard library and ends in `lean_main(module)` (launch, follow; the stand-in and the call are
+appended to that file), or it is one file that imports nothing but the standard library and AnsibleModule
+(paths, venv, stamp; the stand-in replaces that import, `module_source`). Their action plugins check
 the options here, with the module's own argument spec (a `path` is expanded on the host, as the module's `path`
 type does), send the text to the host's Python on stdin, and hide the no_log values in the answer as the module
 would.
@@ -37,9 +38,8 @@ for _lean_name in {paths!r}:
     if _lean_options.get(_lean_name) is not None:
         _lean_options[_lean_name] = _lean_os.path.expanduser(_lean_os.path.expandvars(_lean_options[_lean_name]))
 """
-# After a module_utils file's text: the options, then the call.
-_CALL = _OPTIONS + "lean_main(_lean_options)\n"
-# In a module's text, in place of its import of AnsibleModule: the options, and what the module uses of it.
+# In a module's text, in place of its import of AnsibleModule, or after a module_utils file's text (then with
+# _CALL): the options, and what the module uses of AnsibleModule.
 _STAND_IN = _OPTIONS + """
 
 class AnsibleModule:
@@ -64,6 +64,7 @@ class AnsibleModule:
         result.update(failed=True, msg=msg)
         self._answer(result, 1)
 """
+_CALL = "lean_main(AnsibleModule())\n"
 _IMPORT = "from ansible.module_utils.basic import AnsibleModule\n"
 _SOURCES: dict[str, str] = {}  # module_utils file -> its text, read once per process
 
@@ -87,8 +88,8 @@ def call(action: ActionBase, python: str, source: str, spec: Mapping[str, Mappin
          args: Mapping[str, Any], accepts: Callable[[Mapping[str, Any]], bool] | None = None,
          module_source: bool = False) -> dict[str, Any] | None:
     """The answer of `lean_main` in the module_utils file `source` (a path) to `args`, or with `module_source` of
-    the module file `source` run as a script, run by `python`; None when `accepts` refuses the checked options
-    (then the module answers)."""
+    the module file `source` run as a script, run by `python`, either with the stand-in for AnsibleModule; None
+    when `accepts` refuses the checked options (then the module answers)."""
     paths = sorted(option for option, rules in spec.items() if rules.get("type") == "path")
     checked = ArgumentSpecValidator({option: dict(rules, type="str") if option in paths else rules
                                      for option, rules in spec.items()}).validate(dict(args))
@@ -98,14 +99,14 @@ def call(action: ActionBase, python: str, source: str, spec: Mapping[str, Mappin
         return None
     if source not in _SOURCES:
         _SOURCES[source] = Path(source).read_text(encoding="utf-8")
-    options = json.dumps(checked.validated_parameters)
+    stand_in = _STAND_IN.format(options=json.dumps(checked.validated_parameters), paths=paths,
+                                check=bool(action._task.check_mode))
     if module_source:
         if _SOURCES[source].count(_IMPORT) != 1:
             return None
-        stand_in = _STAND_IN.format(options=options, paths=paths, check=bool(action._task.check_mode))
         script = _SOURCES[source].replace(_IMPORT, stand_in)
     else:
-        script = _SOURCES[source] + _CALL.format(options=options, paths=paths)
+        script = _SOURCES[source] + stand_in + _CALL
     command = action._connection._shell.build_module_command(action._compute_environment_string(), "#!" + python,
                                                              "").strip()
     res = action._low_level_execute_command(command, sudoable=False, in_data=script.encode("utf-8"))

@@ -24,7 +24,7 @@ def stand_in_has() -> set[str]:
     """The public methods and attributes of the stand-in class, read from lean.py's text."""
     text = LEAN.read_text()
     stand_in = text[text.index("class AnsibleModule:"):]
-    stand_in = stand_in[:stand_in.index('"""\n_IMPORT')]
+    stand_in = stand_in[:stand_in.index('\n"""\n')]  # the end of the stand-in's text
     methods = set(re.findall(r"^    def ([a-z]\w*)\(", stand_in, re.M))
     assigned = re.search(r"^        (self\.\w+(?:, self\.\w+)*) = ", stand_in, re.M)
     assert assigned, "the stand-in sets its attributes in one line of __init__"
