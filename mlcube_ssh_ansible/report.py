@@ -99,6 +99,7 @@ class HostReport:
     lost: dict[str, Any] | None = None  # the connection was lost while following and did not come back in time
     died: bool = False  # the run is gone without an exit code
     rebooted: bool = False  # ... because the host booted since it started
+    run_failed: str = ""  # the follow's verdict on a run that failed or died (roles/.../tasks/result.yml's message)
     pick_up: str | None = None  # the command that picks the run up on this host, when it was given up on
     last_output: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
     stderr: StderrFilter = field(default_factory=StderrFilter)
@@ -162,18 +163,6 @@ def _reason(res: dict[str, Any]) -> str:
     return " | ".join(line[:300] for line in causes[-1:] + tail)[:1500]
 
 
-def run_verdict(host: str, report: HostReport) -> str | None:
-    """Why a followed run failed (its exit code, or it died without one), None when it did not: the message of
-    the `result` tasks of mlcube_ssh_remote_run (roles/mlcube_ssh_remote_run/tasks/result.yml), word for word."""
-    if report.run_rc is not None:
-        return f"mlcube run failed on {host} with exit code {report.run_rc}" if report.run_rc != 0 else None
-    if not report.died:
-        return None
-    why = ("the host rebooted since it started" if report.rebooted
-           else "its processes are gone (killed, or out of memory)")
-    return f"the run died on {host} without an exit code: {why}"
-
-
 def moved_files(res: dict[str, Any]) -> list[str]:
     """Files rsync transferred, either way, from synchronize's result."""
     return rsync_items.parse(res.get("stdout_lines") or []).files_moved
@@ -208,7 +197,7 @@ class Reporter:
         self.hosts: dict[str, HostReport] = {}
         self.hidden: list[str] = []
         # The play leaves out the `result` tasks (which fail the hosts whose task failed, after the fetch): the
-        # reporter gives their verdict from the run's final state instead, when the play ends.
+        # reporter fails those hosts with the follow's `run_failed` instead, when the play ends.
         self.fails_runs = False
         # Steps the play leaves out, known to be skipped on every host: shown as skipped all the same, before
         # the host's first step after the check.
@@ -231,9 +220,8 @@ class Reporter:
             for name in self.hosts:
                 self._close_step(name)
             for name, report in self.hosts.items() if self.fails_runs else ():
-                verdict = run_verdict(name, report)
-                if verdict and report.failed_step is None:
-                    self._fail(name, STEPS["mlcube_ssh_remote_run"], verdict)
+                if report.run_failed and report.failed_step is None:
+                    self._fail(name, STEPS["mlcube_ssh_remote_run"], report.run_failed)
         host = data.get("host")
         if data.get("task_action") in VALIDATE_ACTIONS and kind != "runner_on_failed":
             return True  # role argument checks: noise unless they fail
@@ -297,6 +285,7 @@ class Reporter:
             if "rc" in res:
                 report.run_rc = int(res["rc"])
             report.died, report.rebooted = bool(res.get("died")) and "rc" not in res, bool(res.get("rebooted"))
+            report.run_failed = str(res.get("run_failed") or "")
             if isinstance(res.get("gave_up"), dict):
                 report.lost = res["gave_up"]
         elif res.get(RESULT_KEY) == FETCH_RESULT:

@@ -73,9 +73,10 @@ class ActionModule(ActionBase):
         cursor = str(args.get("cursor") or "default")
         previous = _previous(task_vars, self._task.register, run_dir, cursor)
         launched = args.pop("launched", None)
+        host = str(task_vars.get("inventory_hostname", ""))
         if not previous and isinstance(launched, Mapping) and launched.get("done") and \
                 launched.get("run_dir") == run_dir:
-            return _final_from_launch(launched, run_dir, cursor)
+            return follow_state.with_verdict(_final_from_launch(launched, run_dir, cursor), host)
         if previous and not args.get("rewind"):
             args["offsets"] = previous.get("offsets") or {}
         lost = previous.get("lost") if isinstance(previous.get("lost"), Mapping) else None
@@ -91,7 +92,7 @@ class ActionModule(ActionBase):
         if lost:
             result["reconnected"] = {"since": lost["since"], "seconds": round(time.time() - float(lost["since"]), 1),
                                      "tries": int(lost.get("tries", 1)) + 1}
-        return result
+        return follow_state.with_verdict(result, host)
 
     def _call(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
         """One answer of the host: a lean call when it can be (plugins/plugin_utils/lean.py), else the module's."""

@@ -131,6 +131,22 @@ def answer(run_dir: str, offsets: dict, cursor: str = "default", wait: float = 5
     return result
 
 
+def with_verdict(result: dict, host: str) -> dict:
+    """`result`, the final answer of a run that failed (its exit code is not 0) or died without an exit code, with
+    `run_failed` saying so: the one message that the result tasks (roles/mlcube_ssh_remote_run/tasks/result.yml)
+    fail the host with and that the shim's reporter gives when it leaves those tasks out."""
+    if not (result.get("done") or result.get("died")):
+        return result
+    if "rc" in result:
+        if int(result["rc"]) != 0:
+            result["run_failed"] = "mlcube run failed on %s with exit code %d" % (host, int(result["rc"]))
+    elif result.get("died"):
+        why = ("the host rebooted since it started" if result.get("rebooted")
+               else "its processes are gone (killed, or out of memory)")
+        result["run_failed"] = "the run died on %s without an exit code: %s" % (host, why)
+    return result
+
+
 def follow(module) -> None:
     """Answer through `module` (the module's AnsibleModule, or lean.py's stand-in for it): the run's new output
     and state, or the failure."""

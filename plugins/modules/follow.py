@@ -117,6 +117,13 @@ rebooted:
   description: Whether the host booted after the command started.
   returned: always
   type: bool
+run_failed:
+  description:
+    - Why the run failed, in the final answer of a run whose exit code is not 0 or that died without one
+      (added by the action plugin); the message the C(result) tasks of the role mlcube_ssh_remote_run fail the
+      host with.
+  returned: when the run failed or died
+  type: str
 rc:
   description: The command's exit code.
   returned: once the command ended

@@ -1,8 +1,10 @@
 """The tasks the shim leaves out because every host would skip them by their `when` (issue 12): golden lists of
-the --skip-tags per command, and the reporter's verdict in place of the left-out `result` tasks."""
+the --skip-tags per command, and the follow's verdict (`run_failed`), which the left-out `result` tasks and the
+reporter both fail a host with."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,15 @@ from ansible.template import Templar, trust_as_template
 
 from mlcube_ssh_ansible import workflow
 from mlcube_ssh_ansible.render import Job
-from mlcube_ssh_ansible.report import HostReport, Reporter, run_verdict
+from mlcube_ssh_ansible.report import Reporter
 from mlcube_ssh_ansible.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("mlcube_ssh_follow_state",
+                                               ROOT / "plugins" / "module_utils" / "follow_state.py")
+assert _spec is not None and _spec.loader is not None
+follow_state: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(follow_state)
 ONE = {"host": "127.0.0.2", "platform": "docker", "interpreter": {"type": "system"}}
 PRUNE, UPLOAD, FOLDER, SETTINGS, RESULT = ("mlcube_ssh_prune", "mlcube_ssh_upload", "mlcube_ssh_results_folder",
                                            "mlcube_ssh_system_settings", "mlcube_ssh_result")
@@ -61,27 +68,37 @@ def test_a_check_run_leaves_out_nothing(cube: Path) -> None:
     assert _skipped("configure", ONE, cube, check=True) == ()
 
 
-def _result_message(result: dict[str, Any]) -> str:
-    """The message of the `result` task, as Ansible renders it."""
+def _result_task(result: dict[str, Any]) -> str | None:
+    """The message the `result` task fails the host with, as Ansible renders it; None when its `when` skips it."""
     task = yaml.safe_load((ROOT / "roles/mlcube_ssh_remote_run/tasks/result.yml").read_text())[0]
     variables = {"inventory_hostname": "h1", "__mlcube_ssh_remote_run_result": result}
-    return str(Templar(loader=DataLoader(), variables=variables).template(
-        trust_as_template(task["ansible.builtin.fail"]["msg"])))
+    templar = Templar(loader=DataLoader(), variables=variables)
+    if not all(templar.template(trust_as_template("{{ " + condition + " }}")) for condition in task["when"]):
+        return None
+    return str(templar.template(trust_as_template(task["ansible.builtin.fail"]["msg"])))
 
 
-@pytest.mark.parametrize("result", [{"rc": 3}, {"died": True}, {"died": True, "rebooted": True}])
-def test_the_reporters_verdict_is_the_result_tasks_message(result: dict[str, Any]) -> None:
-    report = HostReport(run_rc=result.get("rc"), died=bool(result.get("died")), rebooted=bool(result.get("rebooted")))
-    assert run_verdict("h1", report) == _result_message(result)
-    assert run_verdict("h1", HostReport(run_rc=0)) is None and run_verdict("h1", HostReport()) is None
+@pytest.mark.parametrize(("result", "verdict"), [
+    ({"rc": 3, "done": True}, "mlcube run failed on h1 with exit code 3"),
+    ({"died": True}, "the run died on h1 without an exit code: its processes are gone (killed, or out of memory)"),
+    ({"died": True, "rebooted": True}, "the run died on h1 without an exit code: the host rebooted since it started"),
+    ({"rc": 0, "done": True}, None),
+    ({"rc": 3, "done": False}, None),  # the exit code is known, the output not all read yet: not the final answer
+    ({"done": False}, None),
+])
+def test_the_follows_verdict_is_what_the_result_task_fails_the_host_with(result: dict[str, Any],
+                                                                           verdict: str | None) -> None:
+    answer = follow_state.with_verdict(dict(result), "h1")
+    assert answer.get("run_failed") == verdict
+    assert _result_task(answer) == verdict
 
 
 def _play(reporter: Reporter, rc: int) -> None:
     """A followed run that ended with `rc`, then its fetch, then the end of the play."""
     data = {"host": "h1", "role": "mlcube_ssh_remote_run"}
     reporter({"event": "runner_on_start", "event_data": data})
-    reporter({"event": "runner_on_ok", "event_data": {**data, "res": {"mlcube_ssh_result": "run", "rc": rc,
-                                                                      "done": True}}})
+    answer = follow_state.with_verdict({"mlcube_ssh_result": "run", "rc": rc, "done": True}, "h1")  # the action's
+    reporter({"event": "runner_on_ok", "event_data": {**data, "res": answer}})
     fetch = {"host": "h1", "role": "mlcube_ssh_fetch"}
     reporter({"event": "runner_on_start", "event_data": fetch})
     reporter({"event": "runner_on_ok", "event_data": {**fetch, "res": {"mlcube_ssh_result": "fetch"}}})
