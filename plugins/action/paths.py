@@ -96,7 +96,12 @@ class ActionModule(LeanModuleAction):
             if not result.get("failed"):
                 result["known"] = {**{name: result.get(name) for name in ANSWER_KEYS}, "key": key}
             result.update(RESULT, cached=False)
-        unfit = _cannot_launch(result, args, str(task_vars.get("inventory_hostname", "")), settings_file)
-        if launches and unfit and not result.get("failed"):
-            result.update(failed=True, msg=unfit)
+        if result.get("failed"):
+            return result
+        # Why the cube cannot run on the host (empty when it can): as data for mlcube_ssh_remote_run's own check
+        # (the role used on its own), and the failure itself for a play that launches.
+        result["cannot_launch"] = _cannot_launch(result, args, str(task_vars.get("inventory_hostname", "")),
+                                                 settings_file)
+        if launches and result["cannot_launch"]:
+            result.update(failed=True, msg=result["cannot_launch"])
         return result

@@ -174,6 +174,12 @@ cached:
   description: The answer came from O(known), without contacting the host.
   returned: always
   type: bool
+cannot_launch:
+  description:
+    - Why the cube cannot run on the host (its environment's Python, or with O(settings_file) the platform
+      settings' file, does not exist there), empty when it can; added by the action plugin.
+  returned: success
+  type: str
 known:
   description: What to pass as O(known) next time (the answer's paths and the options they were worked out for).
   returned: success
