@@ -119,10 +119,9 @@ def skipped_tags(name: str, settings: Settings, inventory: dict[str, Any], extra
 
     Only what holds for every host: with an inventory, the hosts' own variables may differ from the settings."""
     one_host = None if settings.inventory else next(iter(inventory["all"].get("hosts") or {}), None)
-    skipped: list[str] = []
-    if not extravars.get("mlcube_ssh_prune"):
-        skipped.append(assets.TAG_PRUNE)
-    if name == "run" and one_host and not extravars.get("mlcube_ssh_prune") \
+    prunes = bool(extravars.get("mlcube_ssh_prune"))
+    skipped: list[str] = [] if prunes else [assets.TAG_PRUNE]
+    if name == "run" and one_host and not prunes \
             and one_host in (extravars.get("mlcube_ssh_synced") or {}) \
             and one_host in (extravars.get("mlcube_ssh_known_paths") or {}):
         # The copy is the one the last run left: the launch checks that on the host, and when it is not, the play
