@@ -203,6 +203,9 @@ def make_user(name: str, key_dir: Path, docker: bool = True) -> TestUser:
     if not home.is_dir():  # an existing user whose home was removed
         home.mkdir(mode=0o750, parents=True)
         os.chown(home, entry.pw_uid, entry.pw_gid)
+    # Every test gets the home as `useradd -m` makes it here (others may enter it: the security tests say what
+    # our tool leaves of that), whatever an earlier test, or an earlier run that failed midway, left.
+    home.chmod(0o755)
 
     key_dir.mkdir(parents=True, exist_ok=True)
     identity = key_dir / f"id_ed25519_{name}"
