@@ -6,7 +6,8 @@ adding to lines the user threw away. After every fetch, the files in the folder 
 are listed (path, size, modification time) in ``<workspace>/.mlcube-ssh-ansible/fetched.json``. The next
 `run` or `configure` passes the listed files that are gone locally as ``mlcube_ssh_prune``, and the upload
 step deletes them on the host, but only where the host's copy still has the listed size and time: a result
-the host wrote since the last fetch is never lost.
+the host wrote since the last fetch is never lost. Once a host's upload is done, those files leave its list
+(``forget_pruned``): either they are gone there too, or the host's copy is newer and the next fetch lists it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .records import RECORDS_DIR, write_atomically
 from .report import Reporter
@@ -62,6 +63,24 @@ def remember(workspace: str, reporter: Reporter) -> None:
         if fetched and report.fetch_dest and os.path.isdir(report.fetch_dest):
             entries[host] = {"dest": os.path.abspath(report.fetch_dest),
                              "files": listing(report.fetch_dest, workspace)}
+            changed = True
+    if changed:
+        write_atomically(_path(workspace), json.dumps(entries) + "\n")
+
+
+def forget_pruned(workspace: str, pruned: dict[str, list[list[Any]]], hosts: Iterable[str]) -> None:
+    """After `hosts` uploaded, i.e. deleted what `pruned` named for them: take those files off their lists,
+    so that the next command does not ask the host to delete them again (a module call per host each time)."""
+    entries = _load(workspace)
+    changed = False
+    for host in hosts:
+        entry = entries.get(host)
+        if host not in pruned or not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+            continue
+        names = {item[0] for item in pruned[host]}
+        kept = {name: meta for name, meta in entry["files"].items() if name not in names}
+        if len(kept) != len(entry["files"]):
+            entry["files"] = kept
             changed = True
     if changed:
         write_atomically(_path(workspace), json.dumps(entries) + "\n")

@@ -50,6 +50,7 @@ class State:
         self.job = job
         self.exclude_from = exclude_from  # git's ignore list, part of what a configure or upload depends on
         self._configure_digest: str | None = None
+        self._prune: dict[str, list[list[Any]]] = {}  # what prune_vars asked the hosts to delete
 
     # ------------------------------------------------------------------------------------------- configure
 
@@ -127,8 +128,21 @@ class State:
     def prune_vars(self) -> dict[str, Any]:
         """Results fetched earlier that the user has deleted locally since: the upload deletes them on the
         hosts too (``mlcube_ssh_prune``), so they do not come back."""
-        prune = fetched.to_prune(self.job.workspace)
-        return {"mlcube_ssh_prune": prune} if prune else {}
+        self._prune = fetched.to_prune(self.job.workspace)
+        return {"mlcube_ssh_prune": self._prune} if self._prune else {}
+
+    def remember_pruned(self, reporter: Reporter) -> None:
+        """After the play: the hosts whose upload step is done deleted what prune_vars named; those files leave
+        the fetch lists (a failure to write only means the next command asks those hosts again)."""
+        uploaded = [host for host, report in reporter.hosts.items()
+                    if any(step == "upload" for step, _, _ in report.steps_done) and report.failed_step != "upload"]
+        if not self._prune or not uploaded:
+            return
+        try:
+            fetched.forget_pruned(self.job.workspace, self._prune, uploaded)
+        except OSError as error:
+            reporter.write(f"mlcube-ssh-ansible: warning: cannot record what was deleted on the hosts ({error}); "
+                           "the next command deletes it again")
 
     def remember_fetched(self, reporter: Reporter) -> None:
         """What each host's fetch brought (a failure only means deletions are not carried over)."""

@@ -423,6 +423,8 @@ def configure(settings: Settings, job: Job, *, reporter: Reporter | None = None,
         outcome = _with_retries(invocation, settings, reporter, cancel)
     if cancel.is_set():
         raise Interrupted("configure interrupted; the remote hosts may be half-configured: run configure again")
+    if not check:
+        state.remember_pruned(reporter)
     outcome = _finish("configure", outcome, reporter)
     if not check:
         state.configured()
@@ -460,6 +462,7 @@ def run(settings: Settings, job: Job, *, reporter: Reporter | None = None, verbo
             outcome = _follow_lost_hosts(settings, job, reporter, outcome, signals.cancel, verbosity)
         if not signals.cancel.is_set():
             _explain_lost_hosts(settings, job, reporter)
+            state.remember_pruned(reporter)
             state.remember_fetched(reporter)
             state.finish_run(record, reporter)
             state.remember_synced(plan, reporter)

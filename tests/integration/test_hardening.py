@@ -11,12 +11,14 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
-from mlcube_ssh_ansible import workflow
+from mlcube_ssh_ansible import assets, fetched, workflow
 from mlcube_ssh_ansible.render import Job, remote_name
 from mlcube_ssh_ansible.report import Reporter
+from mlcube_ssh_ansible.state import State
 from tests.hosts import SshHost, example_cube, remote
 
 from .conftest import platform_settings, run_mlcube
@@ -130,6 +132,25 @@ def test_results_deleted_locally_do_not_come_back(tmp_path: Path, ssh_host: SshH
     # The next run has nothing left to delete, and brings back nothing either.
     workflow.run(settings, dataclasses.replace(job, tasks=("sleep",)), reporter=quiet())
     assert not greeting.exists() and (cube / "workspace" / "late.txt").exists()
+
+
+def test_a_configure_deletes_results_deleted_locally_once(tmp_path: Path, ssh_host: SshHost, settings_file) -> None:
+    """The upload of a configure deletes them on the host too, and then they leave the fetch list: the next
+    command has nothing to delete (no prune task, no module call per host again)."""
+    cube = example_cube(tmp_path)
+    settings = platform_settings(settings_file(ssh_host, skip_unchanged=False))
+    job = Job(str(cube), str(cube / "workspace"))
+    workflow.configure(settings, job, reporter=quiet())
+    workflow.run(settings, dataclasses.replace(job, tasks=("hello",)), reporter=quiet())
+    remote_greeting = f"{ssh_host.user.home}/mlcube/{remote_name(str(cube))}/workspace/greeting.txt"
+    (cube / "workspace" / "greeting.txt").unlink()
+    assert fetched.to_prune(job.workspace) == {ssh_host.address: [["greeting.txt", 14, mock.ANY]]}
+
+    workflow.configure(settings, job, reporter=quiet())
+    assert remote(ssh_host, "test", "-e", remote_greeting).returncode != 0
+    assert fetched.to_prune(job.workspace) == {}
+    again = workflow.playbook_invocation("configure", settings, job, extra=State(settings, job).prune_vars())
+    assert assets.TAG_PRUNE in again.skip_tags
 
 
 # ------------------------------------------------------------------------------------- Ctrl-C, twice or more

@@ -129,6 +129,23 @@ def test_results_deleted_locally_are_pruned_on_the_host(job: Job) -> None:
     assert list(pruned) == ["h"] and [row[0] for row in pruned["h"]] == ["out.txt"]
 
 
+def test_what_a_host_deleted_leaves_its_fetch_list_once_its_upload_is_done(job: Job) -> None:
+    state = State(SETTINGS, job)
+    for name in ("a.txt", "b.txt"):
+        Path(job.workspace, name).write_text(name)
+    state.remember_fetched(finished(h=ran(job, ["a.txt", "b.txt"]), g=ran(job, ["a.txt", "b.txt"]),
+                                    f=ran(job, ["a.txt", "b.txt"])))
+    Path(job.workspace, "a.txt").unlink()
+    assert sorted(state.prune_vars()["mlcube_ssh_prune"]) == ["f", "g", "h"]
+    state.remember_pruned(finished(h=HostReport(steps_done=[("preflight", False, 0.1), ("upload", True, 0.2)]),
+                                   g=HostReport(steps_done=[("preflight", False, 0.1)], failed_step="upload"),
+                                   f=HostReport(steps_done=[("preflight", False, 0.1)])))
+    later = State(SETTINGS, job)
+    assert sorted(later.prune_vars()["mlcube_ssh_prune"]) == ["f", "g"]  # failed, or never got to the upload
+    Path(job.workspace, "b.txt").unlink()
+    assert [row[0] for row in later.prune_vars()["mlcube_ssh_prune"]["h"]] == ["b.txt"]
+
+
 def test_bookkeeping_that_cannot_be_written_is_a_warning(job: Job) -> None:
     lines: list[str] = []
     reporter = finished(h=ran(job, ["out.txt"]))
