@@ -138,11 +138,16 @@ def argument_specs(role: str) -> dict[str, Any]:
 
     An entry point with `validates` (the preflight role's, one per playbook) declares every variable of the
     entry points it names: the playbook validates them all once, there, and imports its other roles with
-    `rolespec_validate: false` (each validation is a task, a worker fork per host)."""
+    `rolespec_validate: false` (each validation is a task, a worker fork per host).
+
+    A variable declared by several entry points is one object, written once as a YAML anchor (named after the
+    variable) and then as aliases: Ansible parses and deep-copies the preflight's file, all of whose entry
+    points declare most variables, at the start of every play, and aliases are parsed and copied once."""
     entries: dict[str, Any] = {}
+    shared = {name: _option(entry) for name, entry in variables().items()}
     for entry_point, about in spec()["roles"][role].items():
         covered = about.get("validates") or {role: [entry_point]}
-        options = {name: _option(entry) for name, entry in variables().items()
+        options = {name: shared[name] for name, entry in variables().items()
                    if any(point in entry.get("roles", {}).get(other, ())
                           for other, points in covered.items() for point in points)}
         entries[entry_point] = {**{key: value for key, value in about.items() if key != "validates"},
@@ -177,10 +182,30 @@ def preflight_vars() -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block sequences indented under their key, as yamllint (ansible-lint) wants them."""
+    """Block sequences indented under their key, as yamllint (ansible-lint) wants them; a mapping that appears
+    more than once (a variable declared by several entry points) is anchored with the name of its key."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._key_of: dict[int, str] = {}  # id of a mapping's node -> the key it is the value of
+        self._named: set[str] = set()
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
+
+    def represent_mapping(self, tag: str, mapping: Any, flow_style: bool | None = None) -> yaml.MappingNode:
+        node = super().represent_mapping(tag, mapping, flow_style)
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.MappingNode):
+                self._key_of.setdefault(id(value), key.value)
+        return node
+
+    def generate_anchor(self, node: yaml.Node) -> str:
+        name = self._key_of.get(id(node))
+        if name and name not in self._named:
+            self._named.add(name)
+            return name
+        return str(super().generate_anchor(node))
 
 
 def _dump(data: Any, flow: bool | None) -> str:
