@@ -54,3 +54,21 @@ def test_every_playbook_with_a_preflight_has_its_entry_point() -> None:
         names = [imported["name"] for imported in _imports(path.stem)]
         if f"mlcube.ssh.{PREFLIGHT}" in names:
             assert path.stem in spec.playbook_entry_points(), path.name
+
+
+def test_a_variable_several_entry_points_declare_is_written_once_and_aliased() -> None:
+    """Ansible parses and deep-copies the preflight's argument specs at the start of every play: each variable's
+    declaration is one YAML node, shared by every entry point that declares it (an anchor, then aliases)."""
+    path = ROOT / "roles" / PREFLIGHT / "meta" / "argument_specs.yml"
+    root = yaml.compose(path.read_text())
+    nodes: dict[str, set[int]] = {}
+    declared: dict[str, int] = {}
+    for _, entry in next(value for key, value in root.value if key.value == "argument_specs").value:
+        options = next(value for key, value in entry.value if key.value == "options")
+        for key, value in options.value:
+            nodes.setdefault(key.value, set()).add(id(value))
+            declared[key.value] = declared.get(key.value, 0) + 1
+    shared = [name for name, count in declared.items() if count > 1]
+    assert len(shared) > 10
+    assert {name: len(nodes[name]) for name in shared} == {name: 1 for name in shared}
+    assert path.read_text().count(f"&{shared[0]}\n") == 1
