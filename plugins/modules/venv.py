@@ -22,6 +22,16 @@ description:
     (whose C(distutils) mlcube 0.0.9 imports) to RV(missing).
   - With O(probe), changes nothing and returns in RV(plan) what a run without it would do, and in RV(problem)
     why it would fail (doctor uses it, so that doctor and configure give the same reason).
+  - With O(interpreter_type=virtualenv), a check that finds everything in place (no requirement or dependency
+    missing, pip there) is recorded in C(.mlcube-ssh-ansible-check.json) in O(venv_dir), with what its answer
+    depends on - O(check_script), O(check_input), the C(PYTHON*) environment variables, and the inode, size,
+    modification and change times of C(pyvenv.cfg), of C(bin/python) and what it links to, and of every folder
+    on the environment's C(sys.path) (site-packages among them; pip adds or removes a C(.dist-info) folder there
+    with every install, upgrade or removal). While none of these changed, the next call answers from the record
+    without starting the environment's Python (RV(checked) says which). A check that started less than 2
+    seconds after a change to one of these is not recorded (a file system's clock may be that coarse), nor is
+    anything in probe or check mode. A change inside a package's folder that leaves site-packages as it was
+    (editing a C(METADATA) by hand) goes unseen; remove the record after such a change.
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
 options:
@@ -123,13 +133,21 @@ problem:
   description: Why configure cannot set up the environment (empty when it can).
   returned: always
   type: str
+checked:
+  description: "How RV(missing), RV(dependencies) and RV(pip) were found: V(python) (the environment's Python ran
+    O(check_script)), V(record) (the record of an earlier complete check, nothing it depends on changed since)
+    or empty (no environment yet)."
+  returned: always
+  type: str
 """
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -157,7 +175,14 @@ PIP_SYSCONFIG_LINE = "import sysconfig; sysconfig._PIP_USE_SYSCONFIG = True\n"
 # mlcube 0.0.9 imports distutils.dir_util: where the Python has no whole distutils, setuptools brings its own.
 DISTUTILS_PROVIDER = "setuptools"
 
-VENV_ENTRIES = {"bin", "lib", "lib64", "include", "share", "pyvenv.cfg", "local"}
+# The last check of a virtualenv that found everything in place, and what its answer depends on (DOCUMENTATION).
+RECORD = ".mlcube-ssh-ansible-check.json"
+RECORD_FORMAT = 1  # part of the record's key: a new layout of the record makes older ones not match
+# A change this close before the check started may share its time stamp with one during the check (a file
+# system's clock can be as coarse as 2 s): such a check is not recorded.
+SETTLED_NS = 2 * 10 ** 9
+
+VENV_ENTRIES = {"bin", "lib", "lib64", "include", "share", "pyvenv.cfg", "local", RECORD}
 
 
 def _last_lines(text, count=3):
@@ -213,9 +238,85 @@ def _check(env_python, check):
         found = json.loads(out.strip().splitlines()[-1])
         return "ok", dict(missing=found.get("missing") or [], dependencies=found.get("dependencies") or [],
                           pip=found.get("pip") or "", distutils=found.get("distutils", True),
-                          purelib=found.get("purelib") or "")
+                          purelib=found.get("purelib") or "", path=found.get("path"), checked="python")
     except (ValueError, IndexError):
         return "broken", "its python printed no result: " + _last_lines(out + err, 2)
+
+
+def _record_key(venv_dir, check):
+    """What the check's answer depends on besides files: the check itself, the folder, the Python variables."""
+    python_variables = sorted((name, value) for name, value in os.environ.items() if name.startswith("PYTHON"))
+    text = json.dumps([RECORD_FORMAT, os.path.realpath(venv_dir), check[0], check[1], python_variables])
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _stat(path, follow):
+    """What changes when the file or folder is replaced or changed (a folder: an entry added or removed)."""
+    try:
+        found = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return None
+    return [found.st_mtime_ns, found.st_ctime_ns, found.st_size, found.st_ino, found.st_dev]
+
+
+def _signature(places):
+    """[path, follow links, its _stat] for each (path, follow) in `places`."""
+    return [[path, follow, _stat(path, follow)] for path, follow in places]
+
+
+def _places(venv_dir, env_python, sys_path):
+    """The files and folders a check's answer depends on: pyvenv.cfg, the python (the link and what it links
+    to) and the folders Python looks in for packages and their metadata (`sys_path`, as the check printed it)."""
+    return ([(os.path.join(venv_dir, "pyvenv.cfg"), True), (env_python, False), (env_python, True)]
+            + [(path, True) for path in sys_path])
+
+
+def _recorded(venv_dir, env_python, key):
+    """The answer of the last complete check when nothing it depends on changed since, else None."""
+    try:
+        with open(os.path.join(venv_dir, RECORD)) as handle:
+            record = json.load(handle)
+        signature = record["signature"]
+        places = [(path, follow) for path, follow, _stat in signature]
+        if record["key"] != key or places[:3] != _places(venv_dir, env_python, []) \
+                or _signature(places) != signature:
+            return None
+        answer = record["answer"]
+        if not isinstance(answer["pip"], str) or not isinstance(answer["purelib"], str):
+            return None
+        return dict(missing=[], dependencies=[], pip=answer["pip"], distutils=bool(answer["distutils"]),
+                    purelib=answer["purelib"], checked="record")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # any doubt: the check runs
+        return None
+
+
+def _keep_record(venv_dir, env_python, key, found, started_ns):
+    """Record a check that found everything in place, when nothing it depends on changed around its start;
+    otherwise remove any record (it no longer matches anyway)."""
+    path = os.path.join(venv_dir, RECORD)
+    sys_path = found.get("path")
+    signature = None
+    if isinstance(sys_path, list) and all(isinstance(entry, str) and os.path.isabs(entry) for entry in sys_path):
+        signature = _signature(_places(venv_dir, env_python, sys_path))
+    settled = signature is not None and all(
+        stat is None or max(stat[0], stat[1]) <= started_ns - SETTLED_NS for _path, _follow, stat in signature)
+    if not settled:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    answer = {name: found[name] for name in ("pip", "distutils", "purelib")}
+    temporary = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(dict(key=key, signature=signature, answer=answer), handle)
+        os.replace(temporary, path)  # whole or not at all, for a reader at the same time
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
 
 
 def _create_builtin(venv_dir, probe):
@@ -316,7 +417,7 @@ def main():
     requirements = params["requirements"]
     check = (params["check_script"], params["check_input"])
     result = dict(changed=False, tool="existing", repaired="", pip="", missing=list(requirements), dependencies=[],
-                  plan="", problem="")
+                  plan="", problem="", checked="python")
 
     def finish(problem="", **values):
         result.update(values)
@@ -339,8 +440,16 @@ def main():
     venv_dir = params["venv_dir"]
     env_python = os.path.join(venv_dir, "bin", "python")
     result["env_python"] = env_python
-    state, found = ("missing", "") if not os.path.lexists(venv_dir) else _check(env_python, check)
+    key = _record_key(venv_dir, check)
+    started_ns = time.time_ns()
+    if not os.path.lexists(venv_dir):
+        state, found = "missing", ""
+        result["checked"] = ""
+    else:
+        found = _recorded(venv_dir, env_python, key)
+        state, found = ("ok", found) if found else _check(env_python, check)
     if state == "ok":
+        result["checked"] = found["checked"]
         missing, dependencies = found["missing"], found["dependencies"]
         plan = "virtualenv %s" % venv_dir
         if not found["pip"]:
@@ -355,6 +464,9 @@ def main():
         if extra and extra not in missing:
             missing = missing + [extra]
         result["changed"] = changed
+        if not probe_only and found["checked"] == "python":
+            complete = found["pip"] and not (missing or dependencies or changed)
+            _keep_record(venv_dir, env_python, key, found if complete else {}, started_ns)
         free = _free_mb(venv_dir)
         if (missing or dependencies) and free is not None and free < params["min_free_mb"]:
             finish("only %d MB free for %s; installing %s needs about %d MB: free some space there or set "

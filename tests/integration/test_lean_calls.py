@@ -191,3 +191,60 @@ def test_lean_calls_off_runs_the_module_as_usual(tmp_path: Path, ssh_host: SshHo
     built = "Using module file"
     assert built not in lean["output"] and built in off["output"], (lean["output"][-2000:], off["output"][-2000:])
     assert state(lean) == state(off) and off["stdout"] == "one\n" and off["rc"] == 0 and off["done"]
+
+
+# Waits (on the host) until the given files and folders last changed more than 2.5 s ago: mlcube.ssh.venv does not
+# record a check that started within 2 s of a change to what its answer depends on (SETTLED_NS in the module).
+SETTLE = """
+import os, sys, time
+for _ in range(300):
+    if all(time.time() - max(os.lstat(p).st_mtime, os.lstat(p).st_ctime) > 2.5 for p in sys.argv[1:]):
+        break
+    time.sleep(0.1)
+"""
+
+
+def test_venv_answers_from_its_record_until_the_environment_changes(tmp_path: Path, ssh_host: SshHost) -> None:
+    """A check that found everything is recorded in the virtualenv; the next call answers from the record without
+    starting the environment's Python, lean as by the module, until the check's input or the packages change."""
+    venv = f"{ssh_host.user.home}/.venvs/recorded"
+    record = f"{venv}/.mlcube-ssh-ansible-check.json"
+    remote(ssh_host, "sh", "-c", f"rm -rf {venv} && /usr/bin/python3 -m venv {venv}", check=True)
+    site = remote(ssh_host, f"{venv}/bin/python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                  check=True).stdout.strip()
+    # A package as pip installs it, without its files: its metadata, and the RECORD that `pip uninstall` reads.
+    info = f"{site}/fakepkg_h12-1.0.dist-info"
+    remote(ssh_host, "sh", "-c", f"mkdir {info} && printf 'Metadata-Version: 2.1\\nName: fakepkg-h12\\nVersion: 1.0\\n'"
+           f" > {info}/METADATA && printf 'fakepkg_h12-1.0.dist-info/METADATA,,\\nfakepkg_h12-1.0.dist-info/RECORD,,\\n'"
+           f" > {info}/RECORD", check=True)
+    remote(ssh_host, "/usr/bin/python3", "-c", SETTLE, f"{venv}/pyvenv.cfg", f"{venv}/bin/python", site, check=True)
+    check = (REPO_ROOT / "roles" / "mlcube_ssh_python_env" / "files" / "check_requirements.py").read_text()
+
+    def question(*requirements: str) -> dict[str, Any]:
+        return {"interpreter_type": "virtualenv", "python": "/usr/bin/python3", "venv_dir": "~/.venvs/recorded",
+                "requirements": list(requirements), "check_script": check,
+                "check_input": json.dumps({"requirements": list(requirements), "overrides": []})}
+
+    first = adhoc(tmp_path, ssh_host, "mlcube.ssh.venv", question("fakepkg-h12==1.0"))
+    assert not first["failed"] and not first["AnsiballZ"], first
+    assert first["checked"] == "python" and first["missing"] == [] and first["dependencies"] == [] and first["pip"]
+    assert remote(ssh_host, "test", "-f", record).returncode == 0
+    # (1, 4) Asked again, lean and by the module: the record answers, as the python did.
+    lean, module = both(tmp_path, ssh_host, question("fakepkg-h12==1.0"), "mlcube.ssh.venv")
+    assert lean["checked"] == module["checked"] == "record", (lean, module)
+    assert bare(lean) == bare(module) == {**bare(first), "checked": "record"}, (lean, module, first)
+
+    # (3) Another requirement, so another check input: the python runs (and what it finds is recorded instead).
+    other = adhoc(tmp_path, ssh_host, "mlcube.ssh.venv", question("fakepkg-h12==1.0", "pip>=1"))
+    assert other["checked"] == "python" and other["missing"] == [] and not other["failed"], other
+    assert adhoc(tmp_path, ssh_host, "mlcube.ssh.venv", question("fakepkg-h12==1.0", "pip>=1"))["checked"] == "record"
+
+    # (2) pip uninstalls the package: the python runs and finds it missing, lean as by the module; no record is
+    # kept of an environment that lacks something.
+    remote(ssh_host, f"{venv}/bin/python", "-m", "pip", "uninstall", "--yes", "--disable-pip-version-check",
+           "fakepkg-h12", check=True)
+    assert remote(ssh_host, "test", "-e", info).returncode != 0
+    lean, module = both(tmp_path, ssh_host, question("fakepkg-h12==1.0", "pip>=1"), "mlcube.ssh.venv")
+    assert lean["checked"] == module["checked"] == "python", (lean, module)
+    assert lean["missing"] == module["missing"] == ["fakepkg-h12==1.0"] and bare(lean) == bare(module)
+    assert remote(ssh_host, "test", "-e", record).returncode != 0

@@ -1,6 +1,7 @@
 # Prints, as JSON, which requirements are not satisfied in this Python environment, which dependencies of the
 # installed ones are not (with the overrides applied), pip's version (null when pip is missing or broken), whether
-# distutils is whole, and where packages go (purelib).
+# distutils is whole, where packages go (purelib), and where this Python looks for packages and their metadata
+# (path: what the venv module's record of this check depends on, besides the files of the environment's python).
 # Argument: one JSON object {"requirements": [...], "overrides": [...]}.
 #
 # Why overrides: a requirement can pin a dependency whose metadata current pip refuses to read (mlcube 0.0.9
@@ -11,6 +12,8 @@
 import json
 import re
 import sys
+
+sys.path[:] = [entry for entry in sys.path if entry]  # not the folder this runs in (`python -c` adds it)
 
 try:
     from importlib import metadata
@@ -96,9 +99,13 @@ def main():
         distutils = bool(importlib.util.find_spec("distutils.cmd") and importlib.util.find_spec("distutils.dir_util"))
     except Exception:
         distutils = False
+    import site
     import sysconfig
+    path = list(sys.path)
+    if getattr(site, "ENABLE_USER_SITE", False) and getattr(site, "USER_SITE", None):
+        path.append(site.USER_SITE)  # looked in once it exists (a virtualenv with the system's packages)
     print(json.dumps({"missing": missing, "dependencies": dependencies, "pip": pip_version, "distutils": distutils,
-                      "purelib": sysconfig.get_paths()["purelib"]}))
+                      "purelib": sysconfig.get_paths()["purelib"], "path": path}))
 
 
 main()
