@@ -46,13 +46,15 @@ class CheckReport(Reporter):
         facts = res.get("ansible_facts") or {}
         if isinstance(facts.get(MISSING_FACT), list):
             plan.packages = [str(package) for package in facts[MISSING_FACT]]
-        if role == "mlcube_ssh_upload" and isinstance(res.get("stdout_lines"), list):
-            dest = str(((res.get("invocation") or {}).get("module_args") or {}).get("dest") or "")
-            prefix = "workspace/" if dest.rstrip("/").endswith("/workspace") else ""
-            changes = rsync_items.parse(res["stdout_lines"], prefix)
-            uploads, deletions = changes.sent, changes.deleted
-            plan.uploads += uploads
-            plan.deletions += deletions
+        # The cube's and the workspace's transfers are one task (mlcube.ssh.synchronize's `also`): each result
+        # under `transfers`, with its own destination.
+        for transfer in res.get("transfers") or [res] if role == "mlcube_ssh_upload" else []:
+            if isinstance(transfer, dict) and isinstance(transfer.get("stdout_lines"), list):
+                dest = str(((transfer.get("invocation") or {}).get("module_args") or {}).get("dest") or "")
+                prefix = "workspace/" if dest.rstrip("/").endswith("/workspace") else ""
+                changes = rsync_items.parse(transfer["stdout_lines"], prefix)
+                plan.uploads += changes.sent
+                plan.deletions += changes.deleted
         if role == "mlcube_ssh_remote_configure" and res.get("matched") is False:
             plan.reconfigure = True
 

@@ -20,6 +20,11 @@ a file cut off half-way is resumed from what arrived. The files every attempt mo
 
 A pull says what it is, for the shim: ``mlcube_ssh_result: fetch`` (the files it lists came back), and where
 they went (``fetch_dest``, the local destination).
+
+``also``: one more transfer, with options of its own, run at the same time as the task's (the upload's cube and
+workspace: different rsync semantics, one task). The worker is forked for it: the copy runs the same code (its
+own arguments, its own reconnect retries) and hands its result back through a pipe; the task's result is the
+two combined (``combined``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ import contextlib
 import inspect
 import io
 import json
+import os
+import pickle
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ansible.plugins.action import ActionBase
@@ -52,6 +60,8 @@ MODULE = "ansible.posix.synchronize"
 # the daemon; 255: ssh could not connect or lost its connection.
 CONNECTION_LOST = frozenset({10, 12, 30, 35, 255})
 MAX_BACKOFF = 30.0
+ALSO = "also"  # one more transfer, run at the same time as the task's own
+ALSO_NAME = "name"  # what a failure of that transfer calls it (not a synchronize option)
 
 
 def _has_environment(environment: Any) -> bool:
@@ -65,6 +75,24 @@ class ActionModule(SynchronizeAction):
     """synchronize's action; only the last step (running its module on the controller) is done in-process."""
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        args = self._task.args
+        if ALSO not in args:
+            return self._transfer(tmp, task_vars)
+        also = args[ALSO]
+        try:
+            self._task.args = {key: value for key, value in args.items() if key != ALSO}
+            if not also:  # none this time (e.g. `omit`ted by a condition)
+                return self._transfer(tmp, task_vars)
+            if not isinstance(also, Mapping):
+                return {"failed": True, "msg": f"also must be a mapping of synchronize's options, got {also!r}"}
+            if self._task.async_val:
+                return {"failed": True, "msg": "also cannot be combined with async (one job per task)"}
+            return self._together(tmp, task_vars, dict(also))
+        finally:
+            self._task.args = args
+
+    def _transfer(self, tmp: Any, task_vars: dict[str, Any] | None) -> dict[str, Any]:
+        """One transfer, the one self._task.args describe: synchronize's action, then our result keys."""
         pull = self._task.args.get("mode") == "pull"
         result: dict[str, Any] = super().run(tmp, task_vars)
         if pull:
@@ -72,6 +100,45 @@ class ActionModule(SynchronizeAction):
             # Where this host's results went (the shim keeps it: fetch records, per-host results folders).
             result["fetch_dest"] = str(self._task.args.get("dest") or "").rstrip("/") or "/"
         return result
+
+    def _together(self, tmp: Any, task_vars: dict[str, Any] | None, also: dict[str, Any]) -> dict[str, Any]:
+        """The task's transfer here and `also`'s in a fork of this worker, at the same time; both results as one.
+
+        A fork, not a thread: synchronize's action switches this object's connection and play context, and the
+        in-worker module run sets module-wide state (its arguments, sys.stdout). The copy runs exactly the code
+        a transfer runs here, then leaves with os._exit (nothing of the worker's own exit runs twice)."""
+        name = str(also.pop(ALSO_NAME, "") or "the second transfer")
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as error:
+            os.close(read_end)
+            os.close(write_end)
+            return {"failed": True, "msg": f"could not start {name}: {error}"}
+        if pid == 0:  # pragma: no cover - the copy; its result is what the tests check
+            os.close(read_end)
+            try:
+                self._task.args = also
+                data = pickle.dumps(self._transfer(tmp, task_vars))
+            except BaseException as error:  # noqa: BLE001 - whatever it is, the task hears of it
+                data = pickle.dumps({"failed": True, "msg": f"{type(error).__name__}: {error}"})
+            try:
+                with os.fdopen(write_end, "wb") as pipe:
+                    pipe.write(data)
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            try:
+                first = self._transfer(tmp, task_vars)
+            finally:
+                data = pipe.read()  # to its end: the copy writes its whole result, then exits
+                os.waitpid(pid, 0)
+        try:
+            second = pickle.loads(data)  # noqa: S301 - our own fork's result, through our own pipe
+        except Exception:  # noqa: BLE001 - the copy died before it answered
+            second = {"failed": True, "msg": "it ended without a result"}
+        return combined(first, second, name)
 
     def _execute_module(self, module_name: str | None = None, module_args: dict[str, Any] | None = None,
                         tmp: Any = None, task_vars: dict[str, Any] | None = None, *args: Any,
@@ -160,3 +227,37 @@ class ActionModule(SynchronizeAction):
             data = self._parse_returned_data(res)
         remove_internal_keys(data)
         return data
+
+
+def combined(first: dict[str, Any], second: dict[str, Any], name: str) -> dict[str, Any]:
+    """One task result from two transfers' (the task's own first): each in full under `transfers`; rsync's lines
+    of both in stdout_lines (the files moved, as the shim counts them); changed or failed if either is; a failure
+    of the second says `name` first. Other keys (cmd, invocation) are the first's."""
+    results = [first, second]
+    result = dict(first)
+    result["transfers"] = results
+    result["changed"] = any(bool(each.get("changed")) for each in results)
+    result["stdout_lines"] = [line for each in results for line in each.get("stdout_lines") or []]
+    result["msg"] = "".join(str(each.get("msg") or "") for each in results)
+    if any("stdout" in each for each in results):  # after a lost connection: every attempt's lines
+        result["stdout"] = "".join(str(each.get("stdout") or "") for each in results)
+    reconnects = sum(int(each.get("mlcube_ssh_reconnects") or 0) for each in results)
+    if reconnects:
+        result["mlcube_ssh_reconnects"] = reconnects
+    for key in ("warnings", "deprecations"):
+        merged = [item for each in results for item in each.get(key) or []]
+        if merged:
+            result[key] = merged
+    diffs = [each["diff"] for each in results if each.get("diff")]
+    if diffs:
+        result["diff"] = diffs  # a list of diffs: Ansible shows each
+    failed = [(label, each) for label, each in (("", first), (name, second)) if each.get("failed")]
+    if failed:
+        result["failed"] = True
+        result["msg"] = "\n".join(
+            f"{label} failed: {each.get('msg') or 'no reason given'}" if label else str(each.get("msg") or "failed")
+            for label, each in failed)
+        for key in ("rc", "cmd"):
+            if key in failed[0][1]:
+                result[key] = failed[0][1][key]
+    return result

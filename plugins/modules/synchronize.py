@@ -18,16 +18,30 @@ description:
     after a backoff (1, 2, 4 ... 30 s), for up to the host variable C(mlcube_ssh_reconnect_timeout) seconds
     since the connection was lost (none when it is unset). rsync is idempotent, and with C(--partial-dir) in
     the task's C(rsync_opts) a file cut off half-way resumes from what arrived.
+  - With O(also), one more transfer runs at the same time as the task's own, in a copy (a fork) of the worker.
+    One task, and the two rsyncs overlap. Each is a transfer of its own, with its own options and its own
+    reconnect retries. See RV(transfers) for how their results combine.
   - Without the collection C(ansible.posix) the task fails with a message that names the fix.
 version_added: 0.1.0
 author: mlcube-ssh-ansible developers (!UNKNOWN)
-options: {}
+options:
+  also:
+    description:
+      - One more transfer, run at the same time as the task's own. A mapping of M(ansible.posix.synchronize)'s
+        options (O(ansible.posix.synchronize#module:src), O(ansible.posix.synchronize#module:dest),
+        O(ansible.posix.synchronize#module:rsync_opts), O(ansible.posix.synchronize#module:delete), ...), none of
+        them taken from the task's. The key C(name) names it in a failure's message (by default
+        C(the second transfer)).
+      - Its destination must not depend on the task's own transfer having created it, nor may the two write
+        the same files. Not with C(async).
+      - Empty or omitted, the task is one transfer, as without this option.
+    type: dict
 attributes:
   check_mode:
     support: full
     description: As M(ansible.posix.synchronize) (rsync C(--dry-run)).
 notes:
-  - Every option is M(ansible.posix.synchronize)'s; see its documentation for them.
+  - Every option but O(also) is M(ansible.posix.synchronize)'s; see its documentation for them.
   - This is an action plugin; this file holds only its documentation.
 requirements:
   - The collection C(ansible.posix) on the controller.
@@ -46,6 +60,20 @@ EXAMPLES = r"""
     rsync_opts: [--partial-dir=.mlcube-ssh-partial, --exclude=/workspace]
   vars:
     mlcube_ssh_reconnect_timeout: 600
+
+- name: Upload a cube (deleting what is gone) and, at the same time, its results folder (keeping newer files)
+  mlcube.ssh.synchronize:
+    src: /home/alice/cubes/hello/
+    dest: ~/mlcube/hello-1a2b3c4d/
+    archive: true
+    delete: true
+    rsync_opts: [--exclude=/workspace/]
+    also:
+      name: the workspace's upload
+      src: /home/alice/results/hello/
+      dest: ~/mlcube/hello-1a2b3c4d/workspace/
+      archive: true
+      rsync_opts: [--update]
 """
 
 RETURN = r"""
@@ -67,7 +95,16 @@ mlcube_ssh_result:
   returned: for a pull
   type: str
 mlcube_ssh_reconnects:
-  description: How many times the transfer was started again after a lost connection.
+  description: How many times the transfer was started again after a lost connection (with O(also), of both).
   returned: when a connection was lost
   type: int
+transfers:
+  description:
+    - With O(also), each transfer's own result, the task's first. The task's result combines them. C(changed)
+      or C(failed) when either is. RV(stdout_lines) and RV(msg) hold both transfers' lines, the task's first.
+      A failure of the second transfer is named in RV(msg) (V(<name> failed) and rsync's reason), and RV(cmd)
+      and C(rc) are those of the transfer that failed. Other keys are the first transfer's.
+  returned: with O(also)
+  type: list
+  elements: dict
 """

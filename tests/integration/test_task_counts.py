@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 FINAL = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
 WARM_RUN = 6  # validate the play's variables, check and work out the paths, keep them, launch, follow, fetch
-CONTACTING_CONFIGURE = 9  # ... venv, its install (skipped), the cube's and the workspace's upload, stamp, configure
+CONTACTING_CONFIGURE = 8  # ... venv, its install (skipped), the upload (the cube's and the workspace's rsyncs
+# at once: one task), stamp, configure
 
 
 class TaskCounter(Reporter):
@@ -72,6 +73,8 @@ def test_a_warm_run_and_a_contacting_configure_stay_within_their_tasks(
                        reporter=contacting)
     assert not contacting.failures(), contacting.lines
     assert len(contacting.tasks[host]) <= CONTACTING_CONFIGURE, contacting.tasks[host]
+    assert [task for task in contacting.tasks[host] if "Upload" in task] == [
+        "ok Upload the cube and the workspace at once"], contacting.tasks[host]
 
 
 def test_a_run_on_a_host_where_the_cube_was_not_configured_stops_at_its_check(

@@ -267,19 +267,26 @@ def test_check_lists_files_packages_and_configure(cube: Path, system_settings: P
         for event in [
             ok_event("h1", "mlcube_ssh_python_env", "Note what is missing",
                      {"ansible_facts": {"_mlcube_ssh_python_env_missing": ["mlcube==0.0.9"]}}),
-            ok_event("h1", "mlcube_ssh_upload", "Upload the cube", {
+            # The cube's and an outside workspace's transfers, one task (mlcube.ssh.synchronize's `also`).
+            ok_event("h1", "mlcube_ssh_upload", "Upload the cube and the workspace at once", {
                 "changed": True,
                 "stdout_lines": ["created directory /r/x", "cd+++++++++ ./", "<f+++++++++ mlcube.yaml",
                                  "<f..t...... workspace/name.txt", "*deleting   old.txt",
-                                 ".d..t...... build/", "cL+++++++++ link -> target"],
-                "invocation": {"module_args": {"dest": "u@h1:/r/x/"}}}),
-            ok_event("h1", "mlcube_ssh_upload", "Upload the workspace", {
-                "stdout_lines": ["<f+++++++++ data.csv"],
-                "invocation": {"module_args": {"dest": "u@h1:/r/x/workspace/"}}}),
+                                 ".d..t...... build/", "cL+++++++++ link -> target", "<f+++++++++ data.csv"],
+                "invocation": {"module_args": {"dest": "u@h1:/r/x/"}},
+                "transfers": [
+                    {"changed": True,
+                     "stdout_lines": ["created directory /r/x", "cd+++++++++ ./", "<f+++++++++ mlcube.yaml",
+                                      "<f..t...... workspace/name.txt", "*deleting   old.txt",
+                                      ".d..t...... build/", "cL+++++++++ link -> target"],
+                     "invocation": {"module_args": {"dest": "u@h1:/r/x/"}}},
+                    {"changed": True, "stdout_lines": ["<f+++++++++ data.csv"],
+                     "invocation": {"module_args": {"dest": "u@h1:/r/x/workspace/"}}}]}),
             ok_event("h1", "mlcube_ssh_remote_configure", "Fingerprint", {"matched": True}),
             ok_event("h2", "mlcube_ssh_python_env", "Note what is missing",
                      {"ansible_facts": {"_mlcube_ssh_python_env_missing": []}}),
-            ok_event("h2", "mlcube_ssh_upload", "Upload the cube", {"stdout_lines": []}),
+            # No local workspace: the cube's transfer only.
+            ok_event("h2", "mlcube_ssh_upload", "Upload the cube and the workspace at once", {"stdout_lines": []}),
         ]:
             reporter(event)
 
