@@ -8,6 +8,12 @@ nothing stale is used), and hands Ansible a fresh copy: the collection metadata 
 Ansible documents as replaceable by tools that cache its output; the settings through ConfigManager's reader, put
 in place before `ansible.constants` creates the one ConfigManager.
 
+The YAML of this collection's own playbooks and roles, and the plugins' documentation Ansible reads their settings
+from (it loads every connection, shell and become plugin at the start of each play), is parsed into Ansible's tagged
+values (each string knows its file, line and column, and whether it may be templated), which JSON cannot carry: these
+parses are kept as pickles (parses_kept), keyed the same way, in the same private folder. Files outside the collection
+(a user's inventory, host_vars, extra-vars files) are never kept, nor anything vault-encrypted: no secret is written.
+
 When ansible-playbook's `main()` has returned, the process ends without the interpreter's tear-down (see finish()).
 
 Everything else is ansible-playbook's own `main()`, with the same arguments, environment, output and exit code;
@@ -21,7 +27,9 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -62,19 +70,91 @@ def _exact(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def _save(folder: Path, path: Path, text: str) -> None:
-    """Write aside, then rename into place (another command may read it meanwhile); drop the oldest beyond KEEP."""
+def _save(folder: Path, path: Path, content: str | bytes, keep: int = KEEP) -> None:
+    """Write aside, then rename into place (another command may read it meanwhile); drop the oldest beyond `keep`."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     aside = path.with_name(f"{path.name}.{os.getpid()}.saving")
-    aside.write_text(text)
+    if isinstance(content, bytes):  # a pickle: readable and writable by this user only, whatever the umask
+        with open(os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            file.write(content)
+    else:
+        aside.write_text(content)
     os.replace(aside, path)
-    kept = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    for old in kept[KEEP:]:
+    files = sorted(folder.glob("*" + path.suffix), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in files[keep:]:
         old.unlink(missing_ok=True)
 
 
+# Kept pickles of tagged parses (see parses_kept): ~50 per ansible-core version and collection version in use.
+KEEP_PICKLES = 256
+
+
+def kept(parse: Callable[[], Any], key: bytes, folder: Path) -> Any:
+    """`parse()`, answered from a pickle in `folder` made by an earlier parse with the same `key` (which names
+    everything the result depends on); any problem reading or writing it just parses."""
+    path = folder / (hashlib.sha256(key).hexdigest()[:40] + ".pickle")
+    with contextlib.suppress(Exception):  # missing, damaged, or from a version whose classes moved
+        if _private(folder) and _private(path):
+            return pickle.loads(path.read_bytes())  # noqa: S301 - written by this user, in a folder only it can write
+    result = parse()
+    with contextlib.suppress(Exception):
+        _save(folder, path, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL), KEEP_PICKLES)
+    return result
+
+
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by nobody else: a pickle is code, so none is read from anywhere else."""
+    info = path.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def parses_kept(folder: Path, roots: tuple[str, ...]) -> None:
+    """Keep Ansible's parses of the YAML files below `roots` (the collection's playbooks and roles) and of the
+    plugins' documentation (settings definitions), as tagged values; see the module's docstring."""
+    import yaml
+    from ansible.module_utils._internal._datatag import AnsibleTagHelper
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.yaml.loader import AnsibleLoader
+    from ansible.plugins import loader as plugin_loader
+    from ansible.release import __version__
+
+    def key(kind: str, name: str, text: str, *flags: object) -> bytes:
+        tags = sorted(type(tag).__name__ for tag in AnsibleTagHelper.tags(text))
+        return "\0".join([kind, __version__, sys.version, name, repr(flags), repr(tags), text]).encode(
+            "utf-8", "surrogateescape")
+
+    load = DataLoader.load
+
+    def load_kept(self: Any, data: Any, file_name: Any = "<string>", show_content: bool = True,
+                  json_only: bool = False) -> Any:
+        ours = isinstance(file_name, str) and os.path.realpath(file_name).startswith(roots)
+        if not ours or not show_content or not isinstance(data, str) or "$ANSIBLE_VAULT" in data:
+            return load(self, data, file_name, show_content, json_only)
+        return kept(lambda: load(self, data, file_name, show_content, json_only),
+                    key("file", file_name, data, json_only), folder)
+
+    DataLoader.load = load_kept
+
+    class DocumentationYaml:
+        """The `yaml` that ansible.plugins.loader sees: its parse of a plugin's documentation is kept."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(yaml, name)
+
+        @staticmethod
+        def load(stream: Any, Loader: Any = None) -> Any:  # noqa: N803 - yaml.load's own name
+            if Loader is not AnsibleLoader or not isinstance(stream, str):
+                return yaml.load(stream, Loader=Loader)  # noqa: S506 - as Ansible calls it
+            origin = next((tag for tag in AnsibleTagHelper.tags(stream) if type(tag).__name__ == "Origin"), None)
+            return kept(lambda: yaml.load(stream, Loader=Loader),  # noqa: S506 - Ansible's own loader
+                        key("documentation", repr(origin), stream), folder)
+
+    if getattr(plugin_loader, "yaml", None) is yaml:
+        plugin_loader.yaml = DocumentationYaml()
+
+
 def install() -> None:
-    """Put the cache in front of both parses, before anything reads a setting or loads a collection."""
+    """Put the caches in front of the parses, before anything reads a setting or loads a collection."""
     from ansible.config.manager import ConfigManager
     from ansible.module_utils.common.yaml import yaml_load
     from ansible.utils.collection_loader import _collection_finder
@@ -97,6 +177,9 @@ def install() -> None:
         return definitions(text, yml_file)
 
     ConfigManager._read_config_yaml_file = read_config_yaml_file
+    collection = Path(__file__).resolve().parent / "ansible_collections" / "mlcube" / "ssh"
+    parses_kept(folder.with_name("tagged-parses"),
+                tuple(os.path.realpath(collection / part) + os.sep for part in ("roles", "playbooks")))
 
 
 def exit_code(code: object) -> int:

@@ -215,8 +215,9 @@ def test_venv_answers_from_its_record_until_the_environment_changes(tmp_path: Pa
     # A package as pip installs it, without its files: its metadata, and the RECORD that `pip uninstall` reads.
     info = f"{site}/fakepkg_h12-1.0.dist-info"
     remote(ssh_host, "sh", "-c", f"mkdir {info} && printf 'Metadata-Version: 2.1\\nName: fakepkg-h12\\nVersion: 1.0\\n'"
-           f" > {info}/METADATA && printf 'fakepkg_h12-1.0.dist-info/METADATA,,\\nfakepkg_h12-1.0.dist-info/RECORD,,\\n'"
-           f" > {info}/RECORD", check=True)
+           f" > {info}/METADATA && printf"
+           f" 'fakepkg_h12-1.0.dist-info/METADATA,,\\nfakepkg_h12-1.0.dist-info/RECORD,,\\n' > {info}/RECORD",
+           check=True)
     remote(ssh_host, "/usr/bin/python3", "-c", SETTLE, f"{venv}/pyvenv.cfg", f"{venv}/bin/python", site, check=True)
     check = (REPO_ROOT / "roles" / "mlcube_ssh_python_env" / "files" / "check_requirements.py").read_text()
 

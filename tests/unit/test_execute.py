@@ -372,3 +372,86 @@ def test_ansibles_settings_are_the_same_from_the_cache(tmp_path: Path) -> None:
                            cwd=tmp_path).stdout for how in ("plain", "cached", "cached")]
     assert runs[0] == runs[1] == runs[2] and "DEFAULT_LOCAL_TMP" in runs[0]
     assert len(list((tmp_path / "cache" / "mlcube-ssh-ansible" / "yaml-parses").glob("*.json"))) == 1
+
+
+KEPT_PARSES_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+from mlcube_ssh_ansible import ansible_playbook as starter
+from mlcube_ssh_ansible import assets
+if sys.argv[1] == "kept":
+    starter.install()
+from ansible.module_utils._internal._datatag import AnsibleTagHelper
+from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import become_loader, connection_loader, shell_loader, init_plugin_loader
+from ansible import constants as C
+
+def tree(value):  # every node with its type and its tags (file, line, column, trust)
+    tags = sorted(repr(tag) for tag in AnsibleTagHelper.tags(value))
+    if isinstance(value, dict):
+        return [type(value).__name__, tags, [[tree(k), tree(v)] for k, v in value.items()]]
+    if isinstance(value, (list, tuple)):
+        return [type(value).__name__, tags, [tree(v) for v in value]]
+    return [type(value).__name__, tags, repr(value)]
+
+collection = assets.collection_dir()
+files = sorted([*collection.glob("roles/*/*/*.yml"), *collection.glob("playbooks/*.yml"), Path(sys.argv[2])])
+loaded = {str(path): tree(DataLoader().load_from_file(str(path), cache="none", trusted_as_template=True))
+          for path in files}
+init_plugin_loader([])
+for loader in (connection_loader, shell_loader, become_loader):
+    list(loader.all(class_only=True))
+defs = {kind: {name: tree(C.config.get_configuration_definitions(kind, name))
+               for name in sorted(C.config._plugins.get(kind, {}))} for kind in ("connection", "shell", "become")}
+print(json.dumps([loaded, defs]))
+"""
+
+
+def test_the_kept_parses_are_ansibles_own_tags_and_all(tmp_path: Path) -> None:
+    """The collection's playbooks and roles and the plugins' settings, parsed by Ansible into tagged values (file,
+    line, column, trusted as a template): the same from the kept pickles as parsed anew, in fresh processes as every
+    ansible-playbook is; a file outside the collection (an inventory, extra-vars) is never kept."""
+    import subprocess
+
+    outside = tmp_path / "host_vars.yml"
+    outside.write_text("ansible_password: not-to-be-written\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", KEPT_PARSES_SCRIPT, how, str(outside)], capture_output=True,
+                           text=True, check=True, env=env, cwd=tmp_path).stdout for how in ("plain", "kept", "kept")]
+    kept = list((tmp_path / "cache" / "mlcube-ssh-ansible" / "tagged-parses").glob("*.pickle"))
+    assert runs[0] == runs[1] == runs[2]
+    assert "TrustedAsTemplate" in runs[0] and "line_num=" in runs[0] and '"ssh"' in runs[0]
+    assert len(kept) > 20
+    assert not any(b"not-to-be-written" in path.read_bytes() for path in kept)
+
+
+def test_a_kept_parse_is_read_only_from_a_folder_and_file_no_one_else_can_write(tmp_path: Path) -> None:
+    from mlcube_ssh_ansible import ansible_playbook
+
+    folder = tmp_path / "tagged-parses"
+    parses: list[str] = []
+
+    def parse() -> dict[str, str]:
+        parses.append("parsed")
+        return {"parsed": "anew"}
+
+    assert ansible_playbook.kept(parse, b"key", folder) == {"parsed": "anew"} and len(parses) == 1
+    assert ansible_playbook.kept(parse, b"key", folder) == {"parsed": "anew"} and len(parses) == 1
+    [pickled] = folder.glob("*.pickle")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    for loose, mode in ((folder, 0o770), (pickled, 0o666)):
+        original = loose.stat().st_mode & 0o777
+        loose.chmod(mode)
+        assert ansible_playbook.kept(parse, b"key", folder) == {"parsed": "anew"}
+        loose.chmod(original)
+    assert len(parses) == 3
+    pickled.write_bytes(b"damaged")
+    assert ansible_playbook.kept(parse, b"key", folder) == {"parsed": "anew"} and len(parses) == 4
+    previous = os.umask(0o002)
+    try:
+        pickled.unlink()
+        assert ansible_playbook.kept(parse, b"key", folder) == {"parsed": "anew"} and len(parses) == 5
+        assert pickled.stat().st_mode & 0o777 == 0o600  # a group-writable umask would make it unreadable here
+        assert ansible_playbook.kept(parse, b"key", folder) == {"parsed": "anew"} and len(parses) == 5
+    finally:
+        os.umask(previous)
