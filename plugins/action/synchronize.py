@@ -62,6 +62,7 @@ CONNECTION_LOST = frozenset({10, 12, 30, 35, 255})
 MAX_BACKOFF = 30.0
 ALSO = "also"  # one more transfer, run at the same time as the task's own
 ALSO_NAME = "name"  # what a failure of that transfer calls it (not a synchronize option)
+MKDIR_FAILED = 11  # rsync: error in file I/O, e.g. making the destination folder
 
 
 def _has_environment(environment: Any) -> bool:
@@ -106,8 +107,12 @@ class ActionModule(SynchronizeAction):
 
         A fork, not a thread: synchronize's action switches this object's connection and play context, and the
         in-worker module run sets module-wide state (its arguments, sys.stdout). The copy runs exactly the code
-        a transfer runs here, then leaves with os._exit (nothing of the worker's own exit runs twice)."""
+        a transfer runs here, then leaves with os._exit (nothing of the worker's own exit runs twice).
+
+        Both may make a missing destination folder at once, and one's destination may be inside the other's,
+        not there yet: the one that failed so (rsync's exit code 11, mkdir failed) goes again, alone, once."""
         name = str(also.pop(ALSO_NAME, "") or "the second transfer")
+        own = self._task.args
         read_end, write_end = os.pipe()
         try:
             pid = os.fork()
@@ -130,7 +135,7 @@ class ActionModule(SynchronizeAction):
         os.close(write_end)
         with os.fdopen(read_end, "rb") as pipe:
             try:
-                first = self._transfer(tmp, task_vars)
+                first = self._alone(own, tmp, task_vars)
             finally:
                 data = pipe.read()  # to its end: the copy writes its whole result, then exits
                 os.waitpid(pid, 0)
@@ -138,7 +143,23 @@ class ActionModule(SynchronizeAction):
             second = pickle.loads(data)  # noqa: S301 - our own fork's result, through our own pipe
         except Exception:  # noqa: BLE001 - the copy died before it answered
             second = {"failed": True, "msg": "it ended without a result"}
+        if first.get("rc") == MKDIR_FAILED and not second.get("failed"):
+            first = self._alone(own, tmp, task_vars)
+        elif second.get("rc") == MKDIR_FAILED and not first.get("failed"):
+            second = self._alone(also, tmp, task_vars)
         return combined(first, second, name)
+
+    def _alone(self, args: dict[str, Any], tmp: Any, task_vars: dict[str, Any] | None) -> dict[str, Any]:
+        """The transfer `args` describe, in this process; it can run another one afterwards: synchronize's
+        action swaps this object's connection for a local one, and changes the play context and task_vars."""
+        context = self._play_context
+        saved = self._connection, context.shell, context.executable, context.become
+        self._task.args = args
+        try:
+            return self._transfer(tmp, dict(task_vars or {}))
+        finally:
+            self._connection, context.shell, context.executable, context.become = saved
+            self._task.args = args
 
     def _execute_module(self, module_name: str | None = None, module_args: dict[str, Any] | None = None,
                         tmp: Any = None, task_vars: dict[str, Any] | None = None, *args: Any,

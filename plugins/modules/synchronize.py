@@ -32,8 +32,11 @@ options:
         O(ansible.posix.synchronize#module:rsync_opts), O(ansible.posix.synchronize#module:delete), ...), none of
         them taken from the task's. The key C(name) names it in a failure's message (by default
         C(the second transfer)).
-      - Its destination must not depend on the task's own transfer having created it, nor may the two write
-        the same files. Not with C(async).
+      - The two must not write files into the same folders. rsync's C(--delay-updates), synchronize's default,
+        holds each folder's new files in one folder there (C(.~tmp~) or the C(--partial-dir)), which either
+        transfer removes when it ends. Both may create the same missing destination folder, or one's destination
+        may lie in the other's, not made yet. The one that failed so (rsync's exit code 11) runs again once,
+        alone, after the other ended. Not with C(async).
       - Empty or omitted, the task is one transfer, as without this option.
     type: dict
 attributes:
@@ -67,7 +70,7 @@ EXAMPLES = r"""
     dest: ~/mlcube/hello-1a2b3c4d/
     archive: true
     delete: true
-    rsync_opts: [--exclude=/workspace/]
+    rsync_opts: [--exclude=/workspace/]  # the other transfer writes there
     also:
       name: the workspace's upload
       src: /home/alice/results/hello/

@@ -104,3 +104,44 @@ def test_without_ansible_posix_the_task_names_the_fix(tmp_path: Path, monkeypatc
     message = str(result_of(missing)["msg"])
     assert message == f"the Ansible collection ansible.posix is missing: {assets.POSIX_FIX}"  # the shim's words
     assert not (tmp_path / "dest").exists()
+
+
+def test_two_transfers_into_a_folder_neither_found_both_arrive(tmp_path: Path) -> None:
+    """`also`: run at the same time, both rsyncs make the missing destination (one loses with "File exists"),
+    or one's destination is inside the other's (not there yet): the one that failed so goes again, alone.
+    As the upload does it: the cube but its workspace's content, and the workspace, from the same folder."""
+    cube = tmp_path / "cube"
+    (cube / "workspace").mkdir(parents=True)
+    (cube / "a.txt").write_text("a\n")
+    (cube / "workspace" / "w.txt").write_text("w\n")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(f"""
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - mlcube.ssh.synchronize:
+        src: "{cube}/"
+        dest: "{tmp_path}/same-{{{{ item }}}}/"
+        rsync_opts: [--exclude=/workspace/*]
+        also:
+          src: "{cube}/"
+          dest: "{tmp_path}/same-{{{{ item }}}}/"
+          rsync_opts: [--include=/workspace/***, --exclude=*]
+      loop: "{{{{ range(12) | list }}}}"
+    - mlcube.ssh.synchronize:
+        src: "{cube}/"
+        dest: "{tmp_path}/inner-{{{{ item }}}}/"
+        rsync_opts: [--exclude=/workspace/]
+        also: {{src: "{cube}/workspace/", dest: "{tmp_path}/inner-{{{{ item }}}}/workspace/"}}
+      loop: "{{{{ range(12) | list }}}}"
+""")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
+           "ANSIBLE_LOCALHOST_WARNING": "False"}
+    ran = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
+                          "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}"],
+                         capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
+    for item in range(12):
+        assert tree(tmp_path / f"same-{item}") == tree(cube)
+        assert tree(tmp_path / f"inner-{item}") == tree(cube)
