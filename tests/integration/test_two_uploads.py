@@ -20,6 +20,7 @@ from mlcube_ssh_ansible.report import Reporter
 from tests.hosts import SshHost, example_cube, remote
 
 from .conftest import VENV_BIN, platform_settings, user_env
+from .test_hardening import remote_text
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +41,6 @@ class UploadResults(Reporter):
                 and event.get("event") != "runner_on_start":
             self.uploads.append((str(event["event"]), str(data.get("task")), dict(data.get("res") or {})))
         return super().__call__(event)
-
-
-def remote_text(host: SshHost, path: str) -> str:
-    return remote(host, "cat", path, check=True).stdout
 
 
 def test_the_cube_and_the_workspace_go_up_in_one_task_each_with_its_own_rules(
