@@ -59,8 +59,7 @@ def remember(workspace: str, reporter: Reporter) -> None:
     entries = _load(workspace)
     changed = False
     for host, report in reporter.hosts.items():
-        fetched = any(step == "fetch" for step, _, _ in report.steps_done) and report.failed_step != "fetch"
-        if fetched and report.fetch_dest and os.path.isdir(report.fetch_dest):
+        if report.completed("fetch") and report.fetch_dest and os.path.isdir(report.fetch_dest):
             entries[host] = {"dest": os.path.abspath(report.fetch_dest),
                              "files": listing(report.fetch_dest, workspace)}
             changed = True

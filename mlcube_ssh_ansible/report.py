@@ -105,6 +105,10 @@ class HostReport:
     stderr: StderrFilter = field(default_factory=StderrFilter)
     steps_done: list[tuple[str, bool, float]] = field(default_factory=list)
 
+    def completed(self, step: str) -> bool:
+        """The step ran to its end on this host without failing there."""
+        return any(done == step for done, _, _ in self.steps_done) and self.failed_step != step
+
 
 HOST_KEY_HINT = (
     "the host key is not known or has changed: check the key with the host's owner, then add it with "

@@ -134,8 +134,7 @@ class State:
     def remember_pruned(self, reporter: Reporter) -> None:
         """After the play: the hosts whose upload step is done deleted what prune_vars named; those files leave
         the fetch lists (a failure to write only means the next command asks those hosts again)."""
-        uploaded = [host for host, report in reporter.hosts.items()
-                    if any(step == "upload" for step, _, _ in report.steps_done) and report.failed_step != "upload"]
+        uploaded = [host for host, report in reporter.hosts.items() if report.completed("upload")]
         if not self._prune or not uploaded:
             return
         try:
