@@ -83,7 +83,7 @@ class ActionModule(ActionBase):
         if lost:  # the previous call found no connection: wait before the next try
             time.sleep(min(float(lost.get("backoff", 1.0)), max(0.0, float(lost["since"]) + timeout - time.time())))
         try:
-            result = self._call(args, task_vars)
+            result = lean.answer(self, task_vars, MODULE, follow_state.__file__, follow_state.ARGUMENT_SPEC, args)
         except AnsibleConnectionFailure as error:
             if timeout <= 0:
                 raise
@@ -93,16 +93,6 @@ class ActionModule(ActionBase):
             result["reconnected"] = {"since": lost["since"], "seconds": round(time.time() - float(lost["since"]), 1),
                                      "tries": int(lost.get("tries", 1)) + 1}
         return follow_state.with_verdict(result, host)
-
-    def _call(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
-        """One answer of the host: a lean call when it can be (plugins/plugin_utils/lean.py), else the module's."""
-        python = lean.python_for(self, task_vars)
-        answer = None
-        if python:
-            answer = lean.call(self, python, follow_state.__file__, follow_state.ARGUMENT_SPEC, MODULE, args)
-        if answer is None:
-            answer = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
-        return answer
 
     def _lost(self, previous: dict[str, Any], lost: Mapping[str, Any] | None, error: str, timeout: float,
               offsets: Mapping[str, Any], run_dir: str, cursor: str) -> dict[str, Any]:

@@ -30,11 +30,5 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
         super().run(tmp, task_vars)
-        args = dict(self._task.args)
-        python = None if self._task.check_mode else lean.python_for(self, task_vars)
-        answer = None
-        if python:
-            answer = lean.call(self, python, launcher.__file__, launcher.ARGUMENT_SPEC, MODULE, args, accepts=_plain)
-        if answer is None:
-            answer = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
-        return answer
+        return lean.answer(self, task_vars, MODULE, launcher.__file__, launcher.ARGUMENT_SPEC, dict(self._task.args),
+                           accepts=_plain, lean=not self._task.check_mode)

@@ -124,6 +124,19 @@ def call(action: ActionBase, python: str, source: str, spec: Mapping[str, Mappin
     return answer
 
 
+def answer(action: ActionBase, task_vars: dict[str, Any], name: str, source: str,
+           spec: Mapping[str, Mapping[str, Any]], args: dict[str, Any], accepts: Callable[[Mapping[str, Any]], bool]
+           | None = None, module_source: bool = False, lean: bool = True) -> dict[str, Any]:
+    """Module `name`'s answer to `args`: a lean call of `source` (see call()) when `lean` and the host allow it
+    and `accepts` takes the options, else the module, as Ansible runs it."""
+    python = python_for(action, task_vars) if lean else None
+    result = call(action, python, source, spec, name, args, accepts=accepts, module_source=module_source) \
+        if python else None
+    if result is None:
+        result = action._execute_module(module_name=name, module_args=args, task_vars=task_vars)
+    return result
+
+
 class LeanModuleAction(ActionBase):
     """The action of a module that runs lean as a script with the stand-in (see the docstring), else as usual."""
 
@@ -138,11 +151,5 @@ class LeanModuleAction(ActionBase):
 
     def answer(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
         """The module's answer to `args`: lean when it can be."""
-        python = python_for(self, task_vars)
-        result = None
-        if python:
-            result = call(self, python, self.SOURCE.__file__, self.SOURCE.ARGUMENT_SPEC, self.MODULE, args,
-                          module_source=True)
-        if result is None:
-            result = self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars)
-        return result
+        return answer(self, task_vars, self.MODULE, self.SOURCE.__file__, self.SOURCE.ARGUMENT_SPEC, args,
+                      module_source=True)
