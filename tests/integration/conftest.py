@@ -39,6 +39,16 @@ def run_mlcube(*args: str, path_prefix: Path | None = None, timeout: float = 600
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def render_cube(cube: Path, out: Path) -> Path:
+    """`mlcube-ssh-ansible render` of `cube`'s `hello` task into `out` (inventory.yml, extravars.yml), as a user
+    runs it, for plays run by hand."""
+    made = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "render", f"--mlcube={cube}", "--task=hello",
+                           f"--out={out}"], capture_output=True, text=True, check=False, env=user_env(),
+                          stdin=subprocess.DEVNULL)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return out
+
+
 @pytest.fixture
 def mlcube_cli() -> MlcubeCli:
     return run_mlcube

@@ -18,7 +18,7 @@ import yaml
 from mlcube_ssh_ansible.render import remote_name
 from tests.hosts import REPO_ROOT, SshHost, example_cube
 
-from .conftest import VENV_BIN, user_env
+from .conftest import VENV_BIN, render_cube, user_env
 
 pytestmark = pytest.mark.integration
 
@@ -71,11 +71,7 @@ def test_ansible_playbook_runs_a_cube_from_the_installed_collection(
         installed: Path, tmp_path: Path, ssh_host: SshHost, settings_file: Callable[..., Path]) -> None:
     cube = example_cube(tmp_path)
     settings_file(ssh_host)
-    rendered = tmp_path / "rendered"
-    made = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "render", f"--mlcube={cube}", "--task=hello",
-                           f"--out={rendered}"], capture_output=True, text=True, check=False, env=user_env(),
-                          stdin=subprocess.DEVNULL)
-    assert made.returncode == 0, made.stdout + made.stderr
+    rendered = render_cube(cube, tmp_path / "rendered")
     inventory, extravars = rendered / "inventory.yml", rendered / "extravars.yml"
 
     def playbook(name: str, *extra: str) -> subprocess.CompletedProcess[str]:

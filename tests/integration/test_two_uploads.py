@@ -19,7 +19,7 @@ from mlcube_ssh_ansible.render import Job, remote_name
 from mlcube_ssh_ansible.report import Reporter
 from tests.hosts import SshHost, example_cube, remote
 
-from .conftest import VENV_BIN, platform_settings, user_env
+from .conftest import VENV_BIN, platform_settings, render_cube, user_env
 from .test_hardening import remote_text
 
 pytestmark = pytest.mark.integration
@@ -139,11 +139,7 @@ def test_the_two_transfers_run_at_the_same_time(tmp_path: Path, ssh_host: SshHos
     """Each transfer's remote rsync waits for the other's to start: they meet only if both run at once."""
     cube = example_cube(tmp_path)
     settings_file(ssh_host)
-    rendered = tmp_path / "rendered"
-    made = subprocess.run([str(VENV_BIN / "mlcube-ssh-ansible"), "render", f"--mlcube={cube}", "--task=hello",
-                           f"--out={rendered}"], capture_output=True, text=True, check=False, env=user_env(),
-                          stdin=subprocess.DEVNULL)
-    assert made.returncode == 0, made.stdout + made.stderr
+    rendered = render_cube(cube, tmp_path / "rendered")
     home = ssh_host.user.home
     marks = home / "rendezvous"
     if marks.exists():
