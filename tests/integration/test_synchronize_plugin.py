@@ -27,6 +27,15 @@ def adhoc(module: str, args: str, *extra: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, env=env, check=False, timeout=120)
 
 
+def play_locally(playbook: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`ansible-playbook PLAYBOOK` for localhost, with this collection and the venv's Python for modules."""
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
+           "ANSIBLE_LOCALHOST_WARNING": "False"}
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), *extra,
+                           "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}"],
+                          capture_output=True, text=True, env=env, check=False, timeout=timeout)
+
+
 def result_of(run: subprocess.CompletedProcess[str]) -> dict[str, object]:
     [line] = [line for line in run.stdout.splitlines() if line.startswith("localhost | ")]
     return json.loads(line.split("=> ", 1)[1])
@@ -86,11 +95,7 @@ def test_a_task_environment_gets_the_usual_module_process(tmp_path: Path) -> Non
     - mlcube.ssh.synchronize: {{src: "{tmp_path}/src/", dest: "{tmp_path}/dest/"}}
       environment: {{RSYNC_EXAMPLE: "1"}}
 """)
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
-           "ANSIBLE_LOCALHOST_WARNING": "False"}
-    ran = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-vvv",
-                          "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}"],
-                         capture_output=True, text=True, env=env, check=False, timeout=120)
+    ran = play_locally(playbook, "-vvv")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "AnsiballZ_synchronize" in ran.stdout  # the module process gets the environment
     assert (tmp_path / "dest" / "x.txt").read_text() == "x\n"
@@ -136,11 +141,7 @@ def test_two_transfers_into_a_folder_neither_found_both_arrive(tmp_path: Path) -
         also: {{src: "{cube}/workspace/", dest: "{tmp_path}/inner-{{{{ item }}}}/workspace/"}}
       loop: "{{{{ range(12) | list }}}}"
 """)
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": assets.ansible_collections_path(),
-           "ANSIBLE_LOCALHOST_WARNING": "False"}
-    ran = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
-                          "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}"],
-                         capture_output=True, text=True, env=env, check=False, timeout=300)
+    ran = play_locally(playbook, timeout=300)
     assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
     for item in range(12):
         assert tree(tmp_path / f"same-{item}") == tree(cube)
